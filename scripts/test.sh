@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# README command 2: set up, then run the test suite (2 pytest workers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
