@@ -1,0 +1,1 @@
+"""mtl_ser: multitask speech emotion recognition in JAX/Flax."""

@@ -1,0 +1,76 @@
+"""CNN trunks, multitask heads and the model registry."""
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from mtl_ser.models.alexnet import AlexNet
+from mtl_ser.models.heads import MultiTaskModel
+from mtl_ser.models.layers import adaptive_avg_pool, max_pool
+from mtl_ser.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
+
+# Config name -> trunk constructor taking width, hidden, dropout, batch_norm,
+# dtype keywords.
+TRUNKS = {
+    "alexnet": AlexNet,
+    "vgg11": VGG11,
+    "vgg13": VGG13,
+    "vgg16": VGG16,
+    "vgg19": VGG19,
+}
+
+__all__ = [
+    "TRUNKS",
+    "VGG",
+    "VGG11",
+    "VGG13",
+    "VGG16",
+    "VGG19",
+    "AlexNet",
+    "MultiTaskModel",
+    "adaptive_avg_pool",
+    "make_model",
+    "max_pool",
+]
+
+
+def make_model(
+    name: str,
+    head_sizes: tuple[tuple[str, int], ...],
+    *,
+    width: float = 1.0,
+    hidden: int = 4096,
+    dropout: float = 0.5,
+    batch_norm: bool = False,
+    dtype: Any = jnp.float32,
+) -> MultiTaskModel:
+    """Builds a registered trunk with one head per task.
+
+    Args:
+        name: trunk name, a key of `TRUNKS`.
+        head_sizes: `(task name, output size)` pairs.
+        width: channel and hidden-size multiplier of the trunk.
+        hidden: hidden Dense size of the trunk at width 1.
+        dropout: trunk dropout rate.
+        batch_norm: whether the trunk uses BatchNorm after each conv.
+        dtype: computation dtype; parameters stay float32.
+
+    Returns:
+        The unbound `MultiTaskModel`.
+
+    Raises:
+        ValueError: for an unknown `name`.
+    """
+    if name not in TRUNKS:
+        raise ValueError(
+            f"model.name={name!r}: unknown; choose one of {sorted(TRUNKS)}"
+        )
+    trunk = TRUNKS[name](
+        width=width,
+        hidden=hidden,
+        dropout=dropout,
+        batch_norm=batch_norm,
+        dtype=dtype,
+    )
+    head_sizes = tuple((str(task), int(size)) for task, size in head_sizes)
+    return MultiTaskModel(trunk=trunk, head_sizes=head_sizes)

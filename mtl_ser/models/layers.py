@@ -1,0 +1,264 @@
+"""Pooling layers and small helpers shared by the CNN trunks.
+
+All functions take NHWC arrays `[B, H, W, C]` with H = time and W = mel, and
+use only static shapes so they trace once per input shape under `jax.jit`.
+"""
+
+from typing import Any, Callable, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Pair = Union[int, Sequence[int]]
+
+# torch's default Conv/Linear init, kaiming_uniform(a=sqrt(5)), is
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance 1 / (3 * fan_in).
+torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+# torchvision's VGG conv init: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+he_fan_out_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# torchvision's VGG Linear init: N(0, 0.01).
+small_normal_init = nn.initializers.normal(stddev=0.01)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Scales a layer size by the trunk's width multiplier.
+
+    Args:
+        channels: the layer size at width 1.
+        width: the width multiplier.
+
+    Returns:
+        `round(channels * width)`, at least 1.
+    """
+    return max(1, round(channels * width))
+
+
+def _pair(value: Pair) -> tuple[int, int]:
+    """Returns `(value, value)` for an int, else the 2-sequence as a tuple."""
+    if isinstance(value, int):
+        return value, value
+    first, second = value
+    return int(first), int(second)
+
+
+def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Array:
+    """1-D VALID max pooling along one axis.
+
+    Args:
+        x: input array.
+        axis: the axis to pool.
+        window: pooling window length.
+        stride: pooling stride.
+
+    Returns:
+        `x` with `axis` reduced to `(n - window) // stride + 1`.
+    """
+    n = x.shape[axis]
+    out = (n - window) // stride + 1
+    if window == stride:
+        # Non-overlapping windows: crop the ragged tail, split the axis into
+        # (out, window) and reduce; its gradient is a cheap elementwise select.
+        x = jax.lax.slice_in_dim(x, 0, out * window, axis=axis)
+        shape = x.shape[:axis] + (out, window) + x.shape[axis + 1 :]
+        return jnp.max(x.reshape(shape), axis=axis + 1)
+    # Overlapping windows: the i-th strided slice holds element i of every
+    # window. XLA CPU differentiates this far faster than reduce_window, whose
+    # backward pass (select_and_scatter) is slow there.
+    result = None
+    for i in range(window):
+        part = jax.lax.slice_in_dim(
+            x, i, i + stride * (out - 1) + 1, stride=stride, axis=axis
+        )
+        result = part if result is None else jnp.maximum(result, part)
+    return result
+
+
+def max_pool(x: jax.Array, window: Pair, stride: Pair) -> jax.Array:
+    """2-D max pooling with VALID padding over H and W of an NHWC array.
+
+    Same values as `flax.linen.max_pool(x, window, stride, "VALID")` and torch's
+    `MaxPool2d(window, stride)` (no padding, floor mode). The max is separable,
+    so H and W are pooled one after the other. Gradients also match for inputs
+    without ties inside a window; with ties the gradient is shared among them
+    instead of going to one element.
+
+    Args:
+        x: input `[B, H, W, C]`.
+        window: window size, an int or `(h, w)`.
+        stride: stride, an int or `(h, w)`.
+
+    Returns:
+        `[B, (H - kh) // sh + 1, (W - kw) // sw + 1, C]`.
+
+    Raises:
+        ValueError: when H or W is smaller than the window.
+    """
+    kh, kw = _pair(window)
+    sh, sw = _pair(stride)
+    height, width = x.shape[1], x.shape[2]
+    if height < kh or width < kw:
+        raise ValueError(
+            f"max_pool: spatial size {(height, width)} is smaller than the "
+            f"window {(kh, kw)}; the input is too small for this network"
+        )
+    x = _max_pool_axis(x, 2, kw, sw)  # [B, H, W', C]
+    return _max_pool_axis(x, 1, kh, sh)  # [B, H', W', C]
+
+
+def _adaptive_avg_pool_axis(x: jax.Array, axis: int, size: int) -> jax.Array:
+    """1-D adaptive average pooling along one axis, torch's bin rule.
+
+    Args:
+        x: input array.
+        axis: the axis to pool.
+        size: output length along `axis`.
+
+    Returns:
+        `x` with `axis` resized to `size`.
+    """
+    n = x.shape[axis]
+    if n % size == 0:
+        # Equal, disjoint bins: a reshape and a mean.
+        shape = x.shape[:axis] + (size, n // size) + x.shape[axis + 1 :]
+        return jnp.mean(x.reshape(shape), axis=axis + 1)
+    # Bin i covers [floor(i * n / size), ceil((i + 1) * n / size)); bins may
+    # overlap, and repeat the same element when n < size.
+    bins = []
+    for i in range(size):
+        start = (i * n) // size
+        stop = -((-(i + 1) * n) // size)
+        part = jax.lax.slice_in_dim(x, start, stop, axis=axis)
+        bins.append(jnp.mean(part, axis=axis, keepdims=True))
+    return jnp.concatenate(bins, axis=axis)
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: Pair) -> jax.Array:
+    """torch's `AdaptiveAvgPool2d` over H and W of an NHWC array.
+
+    The mean over a rectangular bin equals the mean over its rows of the mean
+    over its columns, so the two axes are pooled one after the other.
+
+    Args:
+        x: input `[B, H, W, C]`, any H, W >= 1 (also smaller than the output).
+        output_size: `(oh, ow)`, or an int for a square output.
+
+    Returns:
+        `[B, oh, ow, C]`.
+    """
+    out_h, out_w = _pair(output_size)
+    x = _adaptive_avg_pool_axis(x, 1, out_h)  # [B, oh, W, C]
+    return _adaptive_avg_pool_axis(x, 2, out_w)  # [B, oh, ow, C]
+
+
+def check_input(x: jax.Array, min_size: int, trunk: str) -> None:
+    """Raises a readable error for inputs a trunk cannot process.
+
+    Args:
+        x: trunk input, expected `[B, T, F, C]`.
+        min_size: smallest T and F the trunk's pooling stages accept.
+        trunk: trunk name for the message.
+
+    Raises:
+        ValueError: when `x` is not 4-D or T or F is below `min_size`.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"{trunk}: expected input [B, T, F, C], got {x.shape}")
+    if x.shape[1] < min_size or x.shape[2] < min_size:
+        raise ValueError(
+            f"{trunk}: input [B, T, F, C] = {x.shape} is too small; T and F "
+            f"must be at least {min_size}"
+        )
+
+
+class Classifier(nn.Module):
+    """Hidden part of the torchvision classifier, giving the embedding.
+
+    Flatten, Dropout, Dense, ReLU, Dropout, Dense, ReLU. The flatten order is
+    H, W, C (NHWC), not torch's C, H, W; permute fc1's rows to port weights.
+
+    Attributes:
+        hidden: size of both Dense layers (already width-scaled).
+        dropout: dropout rate before each Dense.
+        dtype: computation dtype; parameters stay float32.
+        kernel_init: Dense kernel initializer.
+    """
+
+    hidden: int
+    dropout: float
+    dtype: Any = jnp.float32
+    kernel_init: Callable = torch_default_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Maps pooled features `[B, H, W, C]` to the embedding `[B, hidden]`."""
+        x = x.reshape(x.shape[0], -1)  # [B, H * W * C]
+        for i in (1, 2):
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            x = nn.Dense(
+                self.hidden,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=self.kernel_init,
+                bias_init=nn.initializers.zeros,
+                name=f"fc{i}",
+            )(x)
+            x = nn.relu(x)
+        return x  # [B, hidden]
+
+
+def conv_bn_relu(
+    x: jax.Array,
+    features: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    batch_norm: bool,
+    train: bool,
+    dtype: Any,
+    kernel_init: Callable,
+    index: int,
+) -> jax.Array:
+    """Conv, optional BatchNorm, ReLU, as submodules `conv{index}`, `bn{index}`.
+
+    Call only from inside a `@nn.compact` method: the layers attach to that
+    module. The conv keeps its bias even with BatchNorm, like torchvision.
+
+    Args:
+        x: input `[B, H, W, Cin]`.
+        features: output channels.
+        kernel: square kernel size.
+        stride: square stride.
+        padding: zero padding on each side of H and W (torch's `padding`).
+        batch_norm: whether to add BatchNorm after the conv.
+        train: batch statistics in train mode, running averages otherwise.
+        dtype: computation dtype; parameters stay float32.
+        kernel_init: conv kernel initializer.
+        index: layer number used in the submodule names.
+
+    Returns:
+        `[B, H', W', features]`.
+    """
+    x = nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=kernel_init,
+        bias_init=nn.initializers.zeros,
+        name=f"conv{index}",
+    )(x)
+    if batch_norm:
+        # torch's momentum 0.1 is flax's 0.9 (weight of the old average).
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            name=f"bn{index}",
+        )(x)
+    return nn.relu(x)
