@@ -1,0 +1,260 @@
+"""Grain input pipelines: feature cache -> process-local numpy batches.
+
+A batch is a dict: `x` [B, T, F, 1] float32 normalised log-mel, `labels` and
+`masks` (dicts task name -> [B]), and `utt` [B] int32 (the utterance's index in
+its split; -1 for evaluation padding). This module knows no devices.
+"""
+
+import dataclasses
+from typing import Sequence
+
+import grain
+import numpy as np
+
+from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import cache, corpora, splits
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitData:
+    """One split: which store rows, and its encoded labels.
+
+    Attributes:
+      store: the feature store.
+      rows: [N] store rows of the split's utterances.
+      uids: the utterance ids, in split order.
+      speakers: their speakers.
+      labels, masks: task name -> [N] arrays (see tasks.encode_labels).
+    """
+
+    store: cache.FeatureStore
+    rows: np.ndarray
+    uids: tuple
+    speakers: tuple
+    labels: dict
+    masks: dict
+
+    def __len__(self):
+        return len(self.rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Everything training needs from the data side."""
+
+    splits: dict  # "train"/"val"/"test" -> SplitData
+    mean: np.ndarray  # [F] per-mel-band mean of the training split
+    std: np.ndarray  # [F] per-mel-band std of the training split
+    dropped: int  # utterances without a main-task label
+    # Regression task -> (mean, std) of its training labels. The model learns
+    # standardised targets; evaluation maps predictions back (`unstandardise`).
+    target_stats: dict
+
+    def unstandardise(self, predictions: dict) -> dict:
+        """Maps regression predictions back to label units."""
+        out = dict(predictions)
+        for name, (mean, std) in self.target_stats.items():
+            out[name] = predictions[name] * std + mean
+        return out
+
+
+def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data:
+    """Corpus -> speaker-independent splits -> cached features -> statistics.
+
+    Args:
+      config: the full config (reads corpus, split, features, data).
+      tasks: the task tuple; utterances without a label for tasks[0] are dropped.
+      verbose: print the split summary.
+
+    Returns:
+      A Data.
+    """
+    utterances = corpora.load_corpus(config.corpus)
+    main = tasks[0]
+    kept = [u for u in utterances if _has_label(main, u)]
+    store = cache.build_cache(kept, config.features, verbose=verbose)
+    parts = splits.holdout_split(
+        kept,
+        splits.parse_speakers(config.split.val_speakers),
+        splits.parse_speakers(config.split.test_speakers),
+    )
+    split_data = {name: _split_data(store, us, tasks) for name, us in parts.items()}
+    mean, std = band_statistics(split_data["train"])
+    if not config.data.normalize:
+        mean, std = np.zeros_like(mean), np.ones_like(std)
+    if verbose:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in split_data.items())
+        print(f"Corpus {config.corpus.name}: {sizes} utterances", flush=True)
+    return Data(
+        split_data,
+        mean,
+        std,
+        len(utterances) - len(kept),
+        target_statistics(split_data["train"], tasks),
+    )
+
+
+def _has_label(task, utterance) -> bool:
+    value = utterance.labels.get(task.label_key)
+    if task.kind == tasks_lib.CLASSIFICATION:
+        return value in task.classes
+    return value is not None
+
+
+def _split_data(store, utterances, tasks) -> SplitData:
+    labels, masks = tasks_lib.encode_labels(tasks, utterances)
+    rows = np.array([store.row_of[u.uid] for u in utterances], np.int64)
+    return SplitData(
+        store,
+        rows,
+        tuple(u.uid for u in utterances),
+        tuple(u.speaker for u in utterances),
+        labels,
+        masks,
+    )
+
+
+def band_statistics(split: SplitData) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mel-band mean and std over every frame of the split: ([F], [F])."""
+    total = total_sq = 0.0
+    count = 0
+    for row in split.rows:
+        x = np.asarray(split.store.get(row), np.float64)
+        total = total + x.sum(0)
+        total_sq = total_sq + np.square(x).sum(0)
+        count += len(x)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 1e-8))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def target_statistics(split: SplitData, tasks) -> dict:
+    """(mean, std) of each regression task's labelled training targets."""
+    stats = {}
+    for task in tasks:
+        if task.kind == tasks_lib.REGRESSION:
+            values = split.labels[task.name][split.masks[task.name] > 0]
+            if len(values) == 0:
+                raise ValueError(f"task {task.name}: no training labels")
+            stats[task.name] = (float(values.mean()), float(max(values.std(), 1e-6)))
+    return stats
+
+
+def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:
+    """x[start:start+length], padded at the end with the utterance's floor."""
+    out = x[start : start + length]
+    if len(out) < length:
+        pad = np.full((length - len(out), x.shape[1]), x.min(), x.dtype)
+        out = np.concatenate([out, pad], 0)
+    return out
+
+
+class _Example:
+    """Reads one window of one utterance of a split (picklable, for Grain)."""
+
+    def __init__(self, split: SplitData, data: Data, crop: int):
+        self.split, self.crop = split, crop
+        self.mean, self.std, self.targets = data.mean, data.std, data.target_stats
+
+    def example(self, i: int, start: int) -> dict:
+        x = self.split.store.get(self.split.rows[i])
+        x = (_window(x, start, self.crop) - self.mean) / self.std
+        labels = {k: v[i] for k, v in self.split.labels.items()}
+        for name, (mean, std) in self.targets.items():
+            labels[name] = np.float32((labels[name] - mean) / std)
+        return {
+            "x": x[..., None].astype(np.float32),  # [T, F, 1]
+            "labels": labels,
+            "masks": {k: v[i] for k, v in self.split.masks.items()},
+            "utt": np.int32(i),
+        }
+
+
+class RandomCrop(_Example, grain.transforms.RandomMap):
+    """Training example: a random crop of `crop` frames of utterance i."""
+
+    def random_map(self, i, rng: np.random.Generator):
+        length = int(self.split.store.lengths[self.split.rows[i]])
+        start = int(rng.integers(0, max(length - self.crop, 0) + 1))
+        return self.example(i, start)
+
+
+class EvalWindow(_Example, grain.transforms.Map):
+    """Evaluation example: window (utterance index, start frame)."""
+
+    def map(self, window):
+        i, start = int(window[0]), int(window[1])
+        return self.example(i, start)
+
+
+def train_dataset(
+    split: SplitData,
+    data: Data,
+    *,
+    crop: int,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """Endless shuffled training batches of this process's share.
+
+    Every epoch is a new permutation of the split; process p takes elements
+    p, p + P, p + 2P, ... of the global order, so processes see disjoint examples
+    and together one global batch of `batch_size`.
+
+    Returns:
+      A Grain IterDataset whose iterator state can be checkpointed.
+    """
+    if batch_size % process_count:
+        raise ValueError(
+            f"data.batch_size={batch_size}: not divisible by {process_count} processes"
+        )
+    ds = grain.MapDataset.range(len(split)).seed(seed).shuffle().repeat(None)
+    ds = ds[process_index::process_count]
+    ds = ds.random_map(RandomCrop(split, data, crop))
+    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    return ds.to_iter_dataset()
+
+
+def eval_windows(split: SplitData, crop: int, hop: int) -> np.ndarray:
+    """Windows covering every utterance whole: [W, 2] (utterance index, start).
+
+    Starts are 0, hop, 2 hop, ... while a full window fits, plus a final window
+    flush with the end; an utterance shorter than `crop` gets one padded window.
+    """
+    windows = []
+    for i, row in enumerate(split.rows):
+        length = int(split.store.lengths[row])
+        starts = list(range(0, max(length - crop, 0) + 1, hop))
+        if length > crop and starts[-1] != length - crop:
+            starts.append(length - crop)
+        windows.extend((i, s) for s in starts)
+    return np.array(windows, np.int64)
+
+
+def eval_batches(split: SplitData, data: Data, *, crop: int, hop: int, batch_size: int):
+    """Yields full global evaluation batches (numpy); the last is padded.
+
+    Padding rows have `utt` = -1 and zero masks, so they count nowhere.
+    """
+    windows = eval_windows(split, crop, hop)
+    ds = grain.MapDataset.source(windows).map(EvalWindow(split, data, crop))
+    for batch in ds.batch(batch_size):
+        yield _pad_batch(batch, batch_size)
+
+
+def _pad_batch(batch: dict, size: int) -> dict:
+    n = len(batch["utt"])
+    if n == size:
+        return batch
+
+    def pad(x, fill):
+        return np.concatenate([x, np.full((size - n,) + x.shape[1:], fill, x.dtype)])
+
+    return {
+        "x": pad(batch["x"], 0),
+        "labels": {k: pad(v, 0) for k, v in batch["labels"].items()},
+        "masks": {k: pad(v, 0) for k, v in batch["masks"].items()},
+        "utt": pad(batch["utt"], -1),
+    }

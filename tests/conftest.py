@@ -1,0 +1,33 @@
+"""Test setup: 4 fake CPU devices, parsed absl flags, a tiny shared corpus."""
+
+import os
+
+import jax
+import pytest
+from absl import flags
+
+# Before JAX initialises its backends (no test touches a device at import time).
+jax.config.update("jax_num_cpu_devices", 4)
+# Grain reads absl flags; outside launch.py nobody parses them.
+flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session")
+def corpus_root(tmp_path_factory):
+    """A 6-speaker x 8-utterance synthetic corpus, generated once per session."""
+    from mtl_ser.data.corpora import synthetic
+
+    root = str(tmp_path_factory.mktemp("corpus"))
+    synthetic.generate(root, num_speakers=6, utterances_per_speaker=8)
+    return root
+
+
+@pytest.fixture
+def smoke_config(corpus_root):
+    """The synthetic smoke config pointed at the session corpus and its cache."""
+    from configs import synthetic
+
+    config = synthetic.get_config("smoke")
+    config.corpus.root = corpus_root
+    config.features.cache_dir = os.path.join(corpus_root, "cache")
+    return config

@@ -1,0 +1,128 @@
+"""Data side: splits, feature cache, normalisation, Grain iterators."""
+
+import os
+
+import numpy as np
+import pytest
+
+from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import cache, corpora, pipeline, splits
+
+TASKS = tasks_lib.make_tasks(
+    "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
+)
+
+
+@pytest.fixture
+def data(smoke_config):
+    return pipeline.build_data(smoke_config, TASKS, verbose=False)
+
+
+def test_splits_never_share_a_speaker(data, smoke_config):
+    speakers = {name: set(s.speakers) for name, s in data.splits.items()}
+    assert not speakers["train"] & speakers["val"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["val"] & speakers["test"]
+    assert speakers["test"] == set(
+        splits.parse_speakers(smoke_config.split.test_speakers)
+    )
+    total = sum(len(s) for s in data.splits.values())
+    assert total == len(corpora.load_corpus(smoke_config.corpus))
+
+
+def test_holdout_split_rejects_overlap_and_unknown_speakers(smoke_config):
+    utts = corpora.load_corpus(smoke_config.corpus)
+    with pytest.raises(ValueError, match="both val and test"):
+        splits.holdout_split(utts, ["spk01"], ["spk01"])
+    with pytest.raises(ValueError, match="split.test_speakers"):
+        splits.holdout_split(utts, ["spk01"], ["nobody"])
+
+
+def test_normalisation_uses_training_frames_only(data):
+    train = data.splits["train"]
+    frames = np.concatenate([train.store.get(r) for r in train.rows])
+    np.testing.assert_allclose(data.mean, frames.mean(0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(data.std, frames.std(0), rtol=1e-3)
+    everything = np.concatenate(
+        [s.store.get(r) for s in data.splits.values() for r in s.rows]
+    )
+    # The held-out speakers would move the statistics: they are really excluded.
+    assert np.abs(everything.mean(0) - data.mean).max() > 1e-3
+
+
+def test_feature_cache_is_reused_and_keyed_by_config(smoke_config, monkeypatch):
+    utts = corpora.load_corpus(smoke_config.corpus)
+    first = cache.build_cache(utts, smoke_config.features, verbose=False)
+
+    def fail(*args):
+        raise AssertionError("features recomputed")
+
+    monkeypatch.setattr(cache, "utterance_features", fail)
+    again = cache.build_cache(utts, smoke_config.features, verbose=False)
+    assert again.directory == first.directory
+    smoke_config.features.n_mels = 40  # A new config must not hit the old cache.
+    with pytest.raises(AssertionError, match="recomputed"):
+        cache.build_cache(utts, smoke_config.features, verbose=False)
+    leftovers = [n for n in os.listdir(smoke_config.features.cache_dir) if n[0] == "."]
+    assert leftovers == []  # The failed build left no partial folder behind.
+
+
+def test_cached_features_match_direct_computation(data, smoke_config):
+    split = data.splits["val"]
+    utt = {u.uid: u for u in corpora.load_corpus(smoke_config.corpus)}[split.uids[0]]
+    direct = cache.utterance_features(utt.path, smoke_config.features)
+    np.testing.assert_array_equal(split.store.get(split.rows[0]), direct)
+
+
+def test_train_batches_are_shaped_deterministic_and_resumable(data):
+    split = data.splits["train"]
+    kw = dict(crop=64, batch_size=8, seed=3)
+    it = iter(pipeline.train_dataset(split, data, **kw))
+    first = next(it)
+    assert first["x"].shape == (8, 64, data.mean.shape[0], 1)
+    assert first["x"].dtype == np.float32
+    assert set(first["labels"]) == {t.name for t in TASKS}
+    state = it.get_state()
+    expected = [next(it)["x"] for _ in range(3)]
+    again = iter(pipeline.train_dataset(split, data, **kw))
+    next(again)
+    np.testing.assert_array_equal(next(again)["x"], expected[0])
+    again.set_state(state)
+    for x in expected:
+        np.testing.assert_array_equal(next(again)["x"], x)
+
+
+def test_process_shards_are_disjoint_and_cover_each_epoch(data):
+    split = data.splits["train"]
+    n = len(split)
+    assert n % 4 == 0  # The smoke corpus: no remainder to reason about.
+    per_process = []
+    for p in range(2):
+        ds = pipeline.train_dataset(
+            split, data, crop=32, batch_size=4, seed=0, process_index=p, process_count=2
+        )
+        it = iter(ds)  # Each process yields 2 of every 4 global examples.
+        per_process.append(np.concatenate([next(it)["utt"] for _ in range(n // 2)]))
+    for epoch in range(2):
+        chunks = [u[epoch * n // 2 : (epoch + 1) * n // 2] for u in per_process]
+        assert not set(chunks[0]) & set(chunks[1])
+        assert sorted(np.concatenate(chunks)) == list(range(n))
+
+
+def test_eval_windows_cover_each_utterance_whole(data):
+    split = data.splits["test"]
+    crop, hop = 64, 32
+    windows = pipeline.eval_windows(split, crop, hop)
+    for i, row in enumerate(split.rows):
+        length = split.store.lengths[row]
+        starts = windows[windows[:, 0] == i, 1]
+        assert starts[0] == 0
+        assert starts[-1] + crop >= length
+        assert np.all(np.diff(starts) <= hop)
+    batches = list(
+        pipeline.eval_batches(split, data, crop=crop, hop=hop, batch_size=16)
+    )
+    utt = np.concatenate([b["utt"] for b in batches])
+    assert all(b["x"].shape[0] == 16 for b in batches)
+    assert sorted(set(utt[utt >= 0])) == list(range(len(split)))
+    assert (utt >= 0).sum() == len(windows)
