@@ -1,0 +1,110 @@
+"""Every field mtl_ser reads, documented. Experiment configs override what differs.
+
+python launch.py --config=configs/default.py --workdir=runs/default
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg=None):
+    """Returns the default config; `arg` may be "smoke" for a tiny run."""
+    arg = common.parse_arg(arg, smoke=False)
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # Root of all randomness: init, dropout, data order, crops.
+
+    # The corpus: which adapter reads it and where it lives.
+    c.corpus = ml_collections.ConfigDict()
+    c.corpus.name = "synthetic"  # A key of mtl_ser.data.corpora.CORPORA.
+    c.corpus.root = "data/synthetic"  # Corpus folder (synthetic: made if missing).
+    c.corpus.num_speakers = 10  # synthetic only: speakers to generate (even).
+    c.corpus.utterances_per_speaker = 64  # synthetic only: a multiple of 4.
+
+    # Speaker-independent hold-out split: no speaker is in two splits.
+    c.split = ml_collections.ConfigDict()
+    c.split.val_speakers = "spk06,spk07"  # Comma-separated speaker ids.
+    c.split.test_speakers = "spk08,spk09"  # Everyone else trains.
+
+    # Log-mel features (librosa reference), cached on disk once per corpus+config.
+    c.features = ml_collections.ConfigDict()
+    c.features.sample_rate = 16_000  # Audio is resampled to this rate (Hz).
+    c.features.n_fft = 512  # FFT size (samples): 32 ms at 16 kHz.
+    c.features.hop_length = 160  # Hop (samples): 10 ms frames at 16 kHz.
+    c.features.n_mels = 64  # Mel bands (the spectrogram's width F).
+    c.features.fmin = 50.0  # Lowest mel frequency (Hz).
+    c.features.fmax = 8_000.0  # Highest mel frequency (Hz), at most sr/2.
+    c.features.top_db = 80.0  # Log-mel dynamic range kept below the maximum (dB).
+    c.features.trim_top_db = 40.0  # Leading/trailing silence threshold (dB).
+    c.features.cache_dir = "data/cache"  # Feature cache root; keyed by a hash.
+
+    # Input pipeline (Grain).
+    c.data = ml_collections.ConfigDict()
+    c.data.crop_frames = 128  # Training crop length T (frames).
+    c.data.eval_hop_frames = 64  # Hop between evaluation windows (frames).
+    c.data.batch_size = 32  # Global training batch (divisible by device count).
+    c.data.eval_batch_size = 64  # Global evaluation batch (windows).
+    c.data.normalize = True  # Per-mel-band mean/std from the training split only.
+
+    # Tasks: the first is the main one (utterances without its label are dropped;
+    # other missing labels are masked out of their task's loss).
+    c.tasks = "emotion,gender,arousal,valence,dominance"  # Comma-separated.
+    c.emotion_classes = "anger,happiness,neutral,sadness"  # The paper's four.
+    c.regression_loss = "mse"  # "mse" or "ccc" (1 - concordance), for A/V/D.
+
+    # The model: a trunk from mtl_ser.models.TRUNKS plus one head per task.
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "alexnet"  # alexnet, vgg11, vgg13, vgg16, vgg19.
+    c.model.width = 1.0  # Channel multiplier (conv and hidden FC layers).
+    c.model.hidden = 4096  # Hidden FC size at width 1 (torchvision: 4096).
+    c.model.dropout = 0.5  # Dropout before each hidden FC layer, as the originals.
+    c.model.batch_norm = False  # BatchNorm after each conv.
+    c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (params f32).
+
+    # Automatic loss weighting (mtl_ser.weighting.METHODS).
+    c.weighting = ml_collections.ConfigDict()
+    c.weighting.name = "uncertainty"  # equal, fixed, uncertainty, uncertainty_revised
+    c.weighting.fixed_weights = ""  # fixed only: comma-separated, one per task.
+    # uncertainty: "libmtl" = L/(2 e^s) + s/2 for every task (LibMTL's form);
+    # "kendall" = e^-s L + s/2 for classification, L/(2 e^s) + s/2 for regression.
+    c.weighting.uncertainty_form = "libmtl"
+    c.weighting.init_log_var = -0.5  # Initial s = log sigma^2 (LibMTL: -0.5).
+
+    # Optimizer (optax) and schedule.
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # adam (the paper's), adamw, sgd (with momentum).
+    c.optim.learning_rate = 1e-4  # Peak learning rate.
+    c.optim.warmup_steps = 0  # Linear warm-up from 0 to the peak.
+    c.optim.schedule = "cosine"  # cosine (decay to end_lr_factor * peak) or constant.
+    c.optim.end_lr_factor = 0.0  # Final learning rate as a fraction of the peak.
+    c.optim.weight_decay = 0.0  # adamw/sgd only; never on biases or loss weights.
+    c.optim.momentum = 0.9  # sgd only.
+    c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables it.
+
+    # The training loop.
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 3_000  # Optimizer steps.
+    c.train.log_every = 50  # Steps between metric fetches, logs and NaN checks.
+    c.train.eval_every = 500  # Steps between validation runs (and best checkpoint).
+    c.train.checkpoint_every = 500  # Steps between checkpoints of the latest state.
+    c.train.keep_checkpoints = 2  # Latest checkpoints kept (the best is kept apart).
+    c.train.best_metric = "val/ua/emotion"  # Chooses the best checkpoint (max).
+    c.train.progress_bar = True  # tqdm bar on process 0.
+    c.train.tensorboard = True  # TensorBoard event files beside metrics.jsonl.
+
+    if arg.smoke:  # Tiny run for tests and laptops.
+        smoke(c)
+    return c
+
+
+def smoke(c):
+    """Shrinks a config in place to a run of seconds (used by every config)."""
+    c.corpus.root = "data/synthetic_smoke"
+    c.corpus.num_speakers, c.corpus.utterances_per_speaker = 6, 8
+    c.split.val_speakers, c.split.test_speakers = "spk02,spk03", "spk04,spk05"
+    c.data.crop_frames, c.data.eval_hop_frames = 64, 32
+    c.data.batch_size, c.data.eval_batch_size = 8, 16
+    c.model.width, c.model.hidden = 1 / 16, 1024
+    c.train.num_steps, c.train.log_every = 4, 2
+    c.train.eval_every = c.train.checkpoint_every = 2
+    c.train.progress_bar = False

@@ -1,0 +1,80 @@
+"""Config checks that run before any work; each error is one line naming the field."""
+
+import os
+
+import jax
+
+from mtl_ser import models, tasks, weighting
+from mtl_ser.data import corpora
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and the fix."""
+
+
+def _require(ok: bool, message: str):
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate_config(config):
+    """Raises ConfigError on the first impossible value.
+
+    Args:
+      config: the full ConfigDict.
+    """
+    c = config
+    _require(
+        c.model.name in models.TRUNKS,
+        f"model.name={c.model.name!r}: unknown; choose one of {sorted(models.TRUNKS)}",
+    )
+    _require(c.model.width > 0, f"model.width={c.model.width}: must be > 0")
+    _require(
+        c.model.dtype in ("float32", "bfloat16"),
+        f"model.dtype={c.model.dtype!r}: choose 'float32' or 'bfloat16'",
+    )
+    _require(
+        c.optim.learning_rate > 0,
+        f"optim.learning_rate={c.optim.learning_rate}: must be > 0",
+    )
+    _require(
+        c.corpus.name in corpora.CORPORA,
+        f"corpus.name={c.corpus.name!r}: unknown; choose one of "
+        f"{sorted(corpora.CORPORA)}",
+    )
+    _require(
+        c.corpus.name in corpora.GENERATED or os.path.isdir(c.corpus.root),
+        f"corpus.root={c.corpus.root!r}: no such folder; point it at the "
+        f"{c.corpus.name} corpus (--config.corpus.root=...)",
+    )
+    _require(
+        c.weighting.name in weighting.METHODS,
+        f"weighting.name={c.weighting.name!r}: unknown; choose one of "
+        f"{list(weighting.METHODS)}",
+    )
+    for field in ("batch_size", "eval_batch_size"):
+        size = c.data[field]
+        _require(size > 0, f"data.{field}={size}: must be > 0")
+        _require(
+            size % jax.device_count() == 0,
+            f"data.{field}={size}: must be divisible by the "
+            f"{jax.device_count()} devices",
+        )
+    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+        _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
+    _require(c.data.crop_frames > 0, f"data.crop_frames={c.data.crop_frames}: > 0")
+    _require(c.data.eval_hop_frames > 0, "data.eval_hop_frames: must be > 0")
+    try:
+        task_list = tasks.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
+        weighting.make_method(c.weighting, task_list)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _require(
+        c.regression_loss in ("mse", "ccc"),
+        f"regression_loss={c.regression_loss!r}: choose 'mse' or 'ccc'",
+    )
+    name = c.train.best_metric.split("/")
+    _require(
+        len(name) == 3 and name[0] == "val" and name[2] in c.tasks.split(","),
+        f"train.best_metric={c.train.best_metric!r}: use val/<metric>/<task>",
+    )

@@ -1,0 +1,67 @@
+"""Utterance-level evaluation: window predictions averaged per utterance."""
+
+import jax
+import numpy as np
+
+from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import pipeline
+from mtl_ser.training import metrics as metrics_lib
+from mtl_ser.training import sharding
+
+
+def predict_split(predict_fn, state, split, data, mesh, *, crop, hop, batch_size):
+    """Mean window prediction per utterance of a split.
+
+    Args:
+      predict_fn: jitted eval_step(state, x) -> {task: [B, ...]} (replicated).
+      state: the train state.
+      split: a pipeline.SplitData.
+      data: the pipeline.Data (normalisation).
+      mesh: the device mesh.
+      crop, hop, batch_size: evaluation windowing and global batch size.
+
+    Returns:
+      {task: [N, C] mean class probabilities or [N] mean values}.
+    """
+    sums, counts = {}, np.zeros(len(split), np.float64)
+    for batch in pipeline.eval_batches(
+        split, data, crop=crop, hop=hop, batch_size=batch_size
+    ):
+        x = sharding.from_global(batch["x"], mesh)
+        preds = jax.device_get(predict_fn(state, x))
+        valid = batch["utt"] >= 0
+        utt = batch["utt"][valid]
+        np.add.at(counts, utt, 1.0)
+        for name, p in preds.items():
+            p = np.asarray(p, np.float64)
+            if name not in sums:
+                sums[name] = np.zeros((len(split),) + p.shape[1:], np.float64)
+            np.add.at(sums[name], utt, p[valid])
+    return {
+        name: s / counts.reshape((-1,) + (1,) * (s.ndim - 1))
+        for name, s in sums.items()
+    }
+
+
+def split_metrics(prefix: str, tasks, split, predictions) -> tuple[dict, dict]:
+    """Metrics of utterance-level predictions against the split's labels.
+
+    Returns:
+      (scalars named `prefix/metric/task`, confusion matrices by task name).
+    """
+    scalars, confusions = {}, {}
+    for task in tasks:
+        mask = split.masks[task.name] > 0
+        y_true, pred = split.labels[task.name][mask], predictions[task.name][mask]
+        if not mask.any():
+            continue
+        if task.kind == tasks_lib.CLASSIFICATION:
+            m = metrics_lib.classification_metrics(
+                y_true, pred.argmax(-1), task.classes
+            )
+            confusions[task.name] = m.pop("confusion")
+        else:
+            m = metrics_lib.regression_metrics(y_true, pred)
+        for key, value in m.items():
+            scalars[f"{prefix}/{key.replace('/', '_')}/{task.name}"] = float(value)
+    return scalars, confusions

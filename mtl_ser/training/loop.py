@@ -1,0 +1,246 @@
+"""train_and_evaluate: the training loop, read as a table of contents."""
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from mtl_ser import models, weighting
+from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import pipeline
+from mtl_ser.training import checkpointing, checks, evaluate, optim, sharding
+from mtl_ser.training import state as state_lib
+from mtl_ser.training import step as step_lib
+from mtl_ser.training import writer as writer_lib
+
+
+class Experiment:
+    """Everything a run builds from its config before the first step."""
+
+    def __init__(self, config, *, mesh=None, verbose=True):
+        checks.validate_config(config)
+        self.config = c = config
+        self.tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
+        self.data = pipeline.build_data(c, self.tasks, verbose=verbose)
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
+        self.model = models.make_model(
+            c.model.name,
+            tuple((t.name, t.output_size) for t in self.tasks),
+            width=c.model.width,
+            hidden=c.model.hidden,
+            dropout=c.model.dropout,
+            batch_norm=c.model.batch_norm,
+            dtype=jnp.dtype(c.model.dtype),
+        )
+        self.method = weighting.make_method(c.weighting, self.tasks)
+        self.schedule = optim.make_schedule(c.optim, c.train.num_steps)
+        self.tx = optim.make_optimizer(c.optim, c.train.num_steps)
+        self.state, self.state_sharding = state_lib.create_state(
+            c.seed,
+            self.mesh,
+            model=self.model,
+            method=self.method,
+            tx=self.tx,
+            num_tasks=len(self.tasks),
+            input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
+        )
+        batch_sh = sharding.batch_sharding(self.mesh)
+        repl = sharding.replicated(self.mesh)
+        self.train_fn = jax.jit(
+            functools.partial(
+                step_lib.train_step,
+                model=self.model,
+                tasks=self.tasks,
+                tx=self.tx,
+                method=self.method,
+                schedule=self.schedule,
+            ),
+            in_shardings=(self.state_sharding, batch_sh),
+            out_shardings=(self.state_sharding, repl),
+            donate_argnums=0,
+        )
+        self.eval_fn = jax.jit(
+            functools.partial(step_lib.eval_step, model=self.model, tasks=self.tasks),
+            in_shardings=(self.state_sharding, batch_sh),
+            out_shardings=repl,
+        )
+
+    def train_iterator(self):
+        c = self.config
+        return iter(
+            pipeline.train_dataset(
+                self.data.splits["train"],
+                self.data,
+                crop=c.data.crop_frames,
+                batch_size=c.data.batch_size,
+                seed=c.seed,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+            )
+        )
+
+    def evaluate(self, state, split_name: str, prefix: str):
+        """(scalars named prefix/metric/task, confusion matrices) of a split."""
+        c, split = self.config, self.data.splits[split_name]
+        preds = evaluate.predict_split(
+            self.eval_fn,
+            state,
+            split,
+            self.data,
+            self.mesh,
+            crop=c.data.crop_frames,
+            hop=c.data.eval_hop_frames,
+            batch_size=c.data.eval_batch_size,
+        )
+        preds = self.data.unstandardise(preds)
+        return evaluate.split_metrics(prefix, self.tasks, split, preds)
+
+
+def check_finite(metrics: dict, step: int, tasks):
+    """Raises FloatingPointError naming the step and the non-finite task losses."""
+    bad = [t.name for t in tasks if not np.isfinite(metrics[f"train/loss/{t.name}"])]
+    if bad or not np.isfinite(metrics["train/grad_norm"]):
+        what = f"loss of task(s) {', '.join(bad)}" if bad else "gradient norm"
+        raise FloatingPointError(
+            f"step {step}: non-finite {what}; stopping before it reaches a "
+            "checkpoint (the latest saved checkpoint is intact)"
+        )
+
+
+def train_and_evaluate(config, workdir: str, *, stop_at=None):
+    """Trains (resuming from `workdir` if it holds a checkpoint) and evaluates.
+
+    Args:
+      config: the full config.
+      workdir: where checkpoints, metrics.jsonl and results.json go.
+      stop_at: stop after this step with a checkpoint, as if preempted (tests).
+
+    Returns:
+      The results dict (also written to results.json), or None if stopped early.
+    """
+    exp = Experiment(config)
+    c = config
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), c.to_dict())
+    ckpt = checkpointing.Checkpointer(
+        workdir, keep=c.train.keep_checkpoints, best_metric=c.train.best_metric
+    )
+    train_iter = exp.train_iterator()
+    state = exp.state
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore_latest(state, train_iter)
+        print(f"Resumed from step {ckpt.latest_step()} in {workdir}", flush=True)
+    writer = writer_lib.MetricWriter(workdir, tensorboard=c.train.tensorboard)
+    state = _train(exp, state, train_iter, ckpt, writer, stop_at)
+    ckpt.wait()
+    if state is None:
+        ckpt.close()
+        writer.close()
+        return None
+    results = final_evaluation(exp, state, ckpt)
+    writer.write(c.train.num_steps, results["scalars"])
+    writer.close()
+    ckpt.close()
+    _write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def _train(exp, state, train_iter, ckpt, writer, stop_at):
+    """The step loop; returns the final state, or None when stopped at stop_at."""
+    c = exp.config
+    start, end = int(jax.device_get(state.step)), c.train.num_steps
+    bar = tqdm(
+        total=end,
+        initial=start,
+        disable=not c.train.progress_bar or jax.process_index() != 0,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    last_step, last_time = start, time.perf_counter()
+    for done in range(start + 1, end + 1):
+        batch = sharding.from_process_local(next(train_iter), exp.mesh)
+        with jax.transfer_guard("disallow"):
+            state, metrics = exp.train_fn(state, batch)
+        bar.update(1)
+        save = done % c.train.checkpoint_every == 0 or done in (end, stop_at)
+        run_eval = done % c.train.eval_every == 0 or done == end
+        if save or run_eval or done % c.train.log_every == 0:
+            metrics = jax.device_get(metrics)
+            check_finite(metrics, done, exp.tasks)
+            now = time.perf_counter()
+            metrics["train/samples_per_sec"] = (
+                (done - last_step) * c.data.batch_size / (now - last_time)
+            )
+            last_step, last_time = done, now
+            writer.write(done, metrics)
+            bar.set_postfix(
+                loss=f"{metrics['train/loss/total']:.3f}",
+                samples_per_s=f"{metrics['train/samples_per_sec']:.0f}",
+            )
+        if run_eval:
+            scalars, _ = exp.evaluate(state, "val", "val")
+            writer.write(done, scalars)
+            ckpt.save_best(done, state, scalars)
+            bar.write(
+                f"step {done}: {c.train.best_metric} = "
+                f"{scalars[c.train.best_metric]:.4f}"
+            )
+        if save:
+            ckpt.save_latest(done, state, train_iter, c.to_dict())
+        if done == stop_at:
+            bar.close()
+            return None
+    bar.close()
+    return state
+
+
+def final_evaluation(exp, state, ckpt) -> dict:
+    """Evaluates the best checkpoint (or `state`) on the val and test splits."""
+    best = ckpt.restore_best(state)
+    chosen = best if best is not None else state
+    scalars, confusion = {}, {}
+    for split in ("val", "test"):
+        s, conf = exp.evaluate(chosen, split, split)
+        scalars.update(s)
+        confusion[split] = conf
+    return {
+        "step": int(jax.device_get(state.step)),
+        "best_step": ckpt.best.best_step(),
+        "scalars": scalars,
+        "confusion": confusion,
+        "classes": {t.name: list(t.classes) for t in exp.tasks if t.classes},
+        "num_params": state_lib.param_count(state.params["model"]),
+    }
+
+
+def evaluate_workdir(config, workdir: str) -> dict:
+    """Evaluates a run's best (else latest) checkpoint; writes results.json."""
+    exp = Experiment(config)
+    ckpt = checkpointing.Checkpointer(
+        workdir,
+        keep=config.train.keep_checkpoints,
+        best_metric=config.train.best_metric,
+    )
+    state = exp.state
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore_latest(state, exp.train_iterator())
+    elif ckpt.best.best_step() is None:
+        raise FileNotFoundError(f"{workdir}: no checkpoint to evaluate")
+    results = final_evaluation(exp, state, ckpt)
+    ckpt.close()
+    _write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def _write_json(path: str, obj):
+    if jax.process_index() != 0:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,60 @@
+"""The optax optimizer and learning-rate schedule, from the `optim` config."""
+
+import jax
+import optax
+
+
+def make_schedule(cfg, num_steps: int) -> optax.Schedule:
+    """Linear warm-up to `learning_rate`, then cosine decay or constant."""
+    peak = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(
+            peak, max(num_steps - cfg.warmup_steps, 1), alpha=cfg.end_lr_factor
+        )
+    elif cfg.schedule == "constant":
+        decay = optax.constant_schedule(peak)
+    else:
+        raise ValueError(
+            f"optim.schedule={cfg.schedule!r}: choose 'cosine' or 'constant'"
+        )
+    if cfg.warmup_steps <= 0:
+        return decay
+    warmup = optax.linear_schedule(0.0, peak, cfg.warmup_steps)
+    return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+
+
+def _decay_mask(params):
+    """Weight decay on model kernels only: not biases, norms or loss weights."""
+
+    def keep(path, x):
+        names = [getattr(p, "key", "") for p in path]
+        return names[0] == "model" and x.ndim > 1
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
+    """Clipping + Adam / AdamW / SGD-momentum with the configured schedule.
+
+    Args:
+      cfg: the `optim` sub-config.
+      num_steps: total training steps (for the schedule).
+
+    Returns:
+      An optax GradientTransformation over the whole `params` dict.
+    """
+    lr = make_schedule(cfg, num_steps)
+    if cfg.name == "adam":
+        tx = optax.adam(lr)
+    elif cfg.name == "adamw":
+        tx = optax.adamw(lr, weight_decay=cfg.weight_decay, mask=_decay_mask)
+    elif cfg.name == "sgd":
+        tx = optax.chain(
+            optax.add_decayed_weights(cfg.weight_decay, mask=_decay_mask),
+            optax.sgd(lr, momentum=cfg.momentum),
+        )
+    else:
+        raise ValueError(f"optim.name={cfg.name!r}: choose 'adam', 'adamw' or 'sgd'")
+    if cfg.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+    return tx

@@ -1,0 +1,75 @@
+"""The train state: one pytree, born sharded."""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mtl_ser.training import sharding
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything that changes during training.
+
+    Attributes:
+      step: int32 scalar, optimizer steps taken.
+      params: {"model": Flax params, "weighting": the method's learnable params}.
+      batch_stats: BatchNorm statistics ({} without BatchNorm).
+      opt_state: optax state over `params`.
+      weighting_state: the weighting method's non-learnable state.
+      rng: uint32[2] root key; the step folds in `step` for its randomness.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    weighting_state: Any
+    rng: jax.Array
+
+
+def init_state(rng, *, model, method, tx, num_tasks: int, input_shape) -> TrainState:
+    """Initialises a TrainState (pure; jit it with output shardings).
+
+    Args:
+      rng: uint32[2] key.
+      model: the MultiTaskModel.
+      method: the weighting Method.
+      tx: the optax optimizer.
+      num_tasks: number of tasks.
+      input_shape: a model input shape, e.g. [1, T, F, 1].
+    """
+    params_rng, state_rng = jax.random.split(rng)
+    variables = model.init(params_rng, jnp.zeros(input_shape, jnp.float32), train=False)
+    weighting_params, weighting_state = method.init(num_tasks)
+    params = {"model": variables["params"], "weighting": weighting_params}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        weighting_state=weighting_state,
+        rng=state_rng,
+    )
+
+
+def create_state(seed: int, mesh, **kwargs) -> tuple[TrainState, Any]:
+    """Creates the state directly on the mesh, replicated.
+
+    The shapes come from `jax.eval_shape`, so nothing is built on the host first.
+
+    Returns:
+      (state, state shardings pytree).
+    """
+    rng = jax.random.PRNGKey(seed)
+    init_fn = functools.partial(init_state, **kwargs)
+    abstract = jax.eval_shape(init_fn, rng)
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    state = jax.jit(init_fn, out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def param_count(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

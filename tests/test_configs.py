@@ -1,0 +1,52 @@
+"""Every config builds, is locked against typos, and runs in smoke mode."""
+
+import glob
+import importlib
+import os
+
+import pytest
+
+from mtl_ser.training import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(
+    os.path.basename(p)[:-3]
+    for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+    if not os.path.basename(p).startswith(("_", "common"))
+)
+
+
+def test_the_expected_configs_exist():
+    expected = {"default", "synthetic", "alexnet_stl", "alexnet_mtl", "vgg_stl"}
+    assert expected | {"vgg_mtl"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_runs_in_smoke_mode(name, corpus_root, tmp_path):
+    config = importlib.import_module(f"configs.{name}").get_config("smoke")
+    config.corpus.root = corpus_root
+    config.features.cache_dir = os.path.join(corpus_root, "cache")
+    config.train.num_steps = 2
+    results = loop.train_and_evaluate(config, str(tmp_path / name))
+    assert results["step"] == 2
+    assert 0.0 <= results["scalars"]["test/ua/emotion"] <= 1.0
+
+
+def test_bfloat16_compute_runs(smoke_config, tmp_path):
+    smoke_config.model.dtype = "bfloat16"
+    smoke_config.train.num_steps = 2
+    results = loop.train_and_evaluate(smoke_config, str(tmp_path / "bf16"))
+    assert 0.0 <= results["scalars"]["test/ua/emotion"] <= 1.0
+
+
+def test_paper_configs_choose_corpus_and_tasks():
+    mtl = importlib.import_module("configs.vgg_mtl").get_config("corpus=emodb")
+    stl = importlib.import_module("configs.alexnet_stl").get_config()
+    assert mtl.corpus.name == "emodb" and mtl.tasks == "emotion,gender"
+    assert mtl.weighting.name == "uncertainty" and mtl.model.name == "vgg11"
+    assert stl.tasks == "emotion" and stl.weighting.name == "equal"
+    with pytest.raises(ValueError, match="corpus='iemocap'"):
+        importlib.import_module("configs.vgg_mtl").get_config("corpus=iemocap")
+    with pytest.raises(AttributeError):  # Locked: a typo is an error.
+        stl.lock()
+        stl.optim.learning_rat = 1.0

@@ -1,0 +1,149 @@
+"""The train step and the loop: learning, sharding, tracing, resuming, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mtl_ser.training import loop, sharding
+from mtl_ser.training import step as step_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _steps(exp, num_steps, *, same_batch=False):
+    """Runs `num_steps` train steps; returns (state, list of host metrics)."""
+    it = exp.train_iterator()
+    batch = next(it)
+    state, history = exp.state, []
+    for _ in range(num_steps):
+        state, metrics = exp.train_fn(
+            state, sharding.from_process_local(batch, exp.mesh)
+        )
+        history.append(jax.device_get(metrics))
+        if not same_batch:
+            batch = next(it)
+    return state, history
+
+
+def test_train_step_decreases_the_loss_on_a_tiny_batch(smoke_config):
+    smoke_config.weighting.name = "equal"
+    smoke_config.model.dropout = 0.0
+    smoke_config.optim.learning_rate = 1e-3
+    smoke_config.optim.schedule = "constant"
+    smoke_config.optim.warmup_steps = 0
+    exp = loop.Experiment(smoke_config, verbose=False)
+    _, history = _steps(exp, 25, same_batch=True)
+    first, last = history[0], history[-1]
+    assert last["train/loss/total"] < 0.8 * first["train/loss/total"]
+    assert last["train/loss/emotion"] < first["train/loss/emotion"]
+    assert first["train/weight/emotion"] == 1.0
+
+
+def test_sharded_step_on_4_devices_equals_1_device(smoke_config):
+    assert jax.device_count() == 4
+    smoke_config.model.batch_norm = True  # Batch statistics must be global too.
+    # SGD, not Adam: Adam turns float noise in the (zero) gradient of a conv bias
+    # before BatchNorm into full-size steps, which would hide a real difference.
+    smoke_config.optim.name, smoke_config.optim.warmup_steps = "sgd", 0
+    smoke_config.optim.learning_rate = 0.01
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = sharding.make_mesh(devices)
+        exp = loop.Experiment(smoke_config, mesh=mesh, verbose=False)
+        state, history = _steps(exp, 3)
+        leaf = jax.tree.leaves(state.params)[0]
+        assert leaf.sharding.device_set == set(devices)
+        runs.append((jax.device_get(state), history))
+    (one, one_hist), (four, four_hist) = runs
+    chex.assert_trees_all_close(one.params, four.params, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(one.batch_stats, four.batch_stats, rtol=1e-4)
+    chex.assert_trees_all_close(one_hist, four_hist, rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_traces_once_per_run(smoke_config, tmp_path, monkeypatch):
+    traced = chex.assert_max_traces(step_lib.train_step, n=1)
+    monkeypatch.setattr(step_lib, "train_step", traced)
+    smoke_config.train.num_steps = 5
+    results = loop.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+    assert results["step"] == 5
+
+
+def _final_params(workdir, step):
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+    )
+    return restored.state
+
+
+def test_resumed_run_reaches_the_same_parameters(smoke_config, tmp_path):
+    smoke_config.train.num_steps = 6
+    smoke_config.train.checkpoint_every = 2
+    smoke_config.train.eval_every = 3
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    expected = loop.train_and_evaluate(smoke_config, whole)
+    assert loop.train_and_evaluate(smoke_config, split, stop_at=3) is None
+    assert not os.path.exists(os.path.join(split, "results.json"))
+    resumed = loop.train_and_evaluate(smoke_config, split)
+    chex.assert_trees_all_equal(_final_params(whole, 6), _final_params(split, 6))
+    assert resumed["scalars"] == expected["scalars"]
+    assert resumed["best_step"] == expected["best_step"]
+
+
+def test_run_writes_metrics_results_and_checkpoints(smoke_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    results = loop.train_and_evaluate(smoke_config, workdir)
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert json.load(f)["scalars"] == results["scalars"]
+    for name in ("test/ua/emotion", "val/wa/emotion", "test/ccc/arousal"):
+        assert 0.0 <= abs(results["scalars"][name]) <= 1.0
+    lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
+    weights = [x["train/weight/gender"] for x in lines if "train/weight/gender" in x]
+    assert len(weights) == smoke_config.train.num_steps // smoke_config.train.log_every
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    assert os.listdir(os.path.join(workdir, "best"))
+    assert len(results["confusion"]["test"]["emotion"]) == 4
+
+
+def test_nan_loss_stops_with_step_and_task(smoke_config, tmp_path, monkeypatch):
+    real = step_lib.train_step
+
+    def poisoned(state, batch, **kw):
+        batch["labels"]["arousal"] = batch["labels"]["arousal"] * np.nan
+        return real(state, batch, **kw)
+
+    monkeypatch.setattr(step_lib, "train_step", poisoned)
+    with pytest.raises(FloatingPointError, match=r"step 2: .*arousal"):
+        loop.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "2")
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("--config.model.name=resnet", "model.name='resnet'"),
+        ("--config.optim.learning_rate=-0.1", "optim.learning_rate=-0.1"),
+        ("--config.corpus.name=emodb", "corpus.root="),
+        ("--config.modle.width=2", "modle"),
+    ],
+)
+def test_bad_config_fails_at_start_naming_the_field(override, field, tmp_path):
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--config=configs/synthetic.py:smoke",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.corpus.root=/nonexistent/corpus",
+        override,
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert field in proc.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(tmp_path / "run")
