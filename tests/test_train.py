@@ -95,6 +95,8 @@ def test_resumed_run_reaches_the_same_parameters(smoke_config, tmp_path):
     chex.assert_trees_all_equal(_final_params(whole, 6), _final_params(split, 6))
     assert resumed["scalars"] == expected["scalars"]
     assert resumed["best_step"] == expected["best_step"]
+    # --mode=evaluate on a finished workdir reproduces the final metrics.
+    assert loop.evaluate_workdir(smoke_config, whole)["scalars"] == expected["scalars"]
 
 
 def test_run_writes_metrics_results_and_checkpoints(smoke_config, tmp_path):
