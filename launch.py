@@ -7,6 +7,7 @@
       --mode=evaluate
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -45,8 +46,6 @@ def main(argv):
 
 
 def _is_multihost_env() -> bool:
-    import os
-
     return any(k in os.environ for k in ("SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS"))
 
 

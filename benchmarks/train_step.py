@@ -9,21 +9,17 @@ achieved GFLOP/s, and the compiled program's temp memory. Compare figures only
 within one run: this machine drifts 5-10% between runs.
 """
 
-import functools
 import importlib.util
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.training import optim, sharding
+from mtl_ser.training import loop, sharding
 from mtl_ser.training import state as state_lib
-from mtl_ser.training import step as step_lib
 
 _CONFIG = flags.DEFINE_string("config", "configs/synthetic.py", "Config file.")
 _BATCHES = flags.DEFINE_string("batch_sizes", "32", "Comma-separated global batches.")
@@ -57,26 +53,8 @@ def measure(config, batch_size: int, num_steps: int) -> dict:
     c = config
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
     mesh = sharding.make_mesh()
-    model = models.make_model(
-        c.model.name,
-        tuple((t.name, t.output_size) for t in tasks),
-        width=c.model.width,
-        hidden=c.model.hidden,
-        dropout=c.model.dropout,
-        batch_norm=c.model.batch_norm,
-        dtype=jnp.dtype(c.model.dtype),
-    )
-    method = weighting.make_method(c.weighting, tasks)
-    tx = optim.make_optimizer(c.optim, c.train.num_steps)
-    state, state_sh = state_lib.create_state(
-        c.seed,
-        mesh,
-        model=model,
-        method=method,
-        tx=tx,
-        num_tasks=len(tasks),
-        input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
-    )
+    steps = loop.build_steps(c, tasks, mesh)
+    state = steps.state
     batch = _random_batch(
         tasks,
         batch_size,
@@ -85,19 +63,7 @@ def measure(config, batch_size: int, num_steps: int) -> dict:
         np.random.default_rng(0),
     )
     batch = sharding.from_process_local(batch, mesh)
-    fn = jax.jit(
-        functools.partial(
-            step_lib.train_step,
-            model=model,
-            tasks=tasks,
-            tx=tx,
-            method=method,
-            schedule=optim.make_schedule(c.optim, c.train.num_steps),
-        ),
-        in_shardings=(state_sh, sharding.batch_sharding(mesh)),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
+    fn = steps.train_fn
     start = time.perf_counter()
     compiled = fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - start

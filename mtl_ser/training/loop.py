@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,65 @@ from mtl_ser.training import step as step_lib
 from mtl_ser.training import writer as writer_lib
 
 
+class Steps(NamedTuple):
+    """The model and its jitted steps, with the initial state on the mesh."""
+
+    model: Any
+    state: Any
+    state_sharding: Any
+    train_fn: Any  # (state, batch) -> (state, metrics); donates the state.
+    eval_fn: Any  # (state, x) -> {task: predictions}, replicated.
+
+
+def build_steps(config, tasks, mesh) -> Steps:
+    """Builds the model, weighting, optimizer, sharded state and jitted steps.
+
+    Used by training and by the benchmarks, so both time the same step.
+    """
+    c = config
+    model = models.make_model(
+        c.model.name,
+        tuple((t.name, t.output_size) for t in tasks),
+        width=c.model.width,
+        hidden=c.model.hidden,
+        dropout=c.model.dropout,
+        batch_norm=c.model.batch_norm,
+        dtype=jnp.dtype(c.model.dtype),
+    )
+    method = weighting.make_method(c.weighting, tasks)
+    tx = optim.make_optimizer(c.optim, c.train.num_steps)
+    state, state_sharding = state_lib.create_state(
+        c.seed,
+        mesh,
+        model=model,
+        method=method,
+        tx=tx,
+        num_tasks=len(tasks),
+        input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
+    )
+    batch_sh = sharding.batch_sharding(mesh)
+    repl = sharding.replicated(mesh)
+    train_fn = jax.jit(
+        functools.partial(
+            step_lib.train_step,
+            model=model,
+            tasks=tasks,
+            tx=tx,
+            method=method,
+            schedule=optim.make_schedule(c.optim, c.train.num_steps),
+        ),
+        in_shardings=(state_sharding, batch_sh),
+        out_shardings=(state_sharding, repl),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(
+        functools.partial(step_lib.eval_step, model=model, tasks=tasks),
+        in_shardings=(state_sharding, batch_sh),
+        out_shardings=repl,
+    )
+    return Steps(model, state, state_sharding, train_fn, eval_fn)
+
+
 class Experiment:
     """Everything a run builds from its config before the first step."""
 
@@ -28,46 +88,12 @@ class Experiment:
         self.tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
         self.data = pipeline.build_data(c, self.tasks, verbose=verbose)
         self.mesh = sharding.make_mesh() if mesh is None else mesh
-        self.model = models.make_model(
-            c.model.name,
-            tuple((t.name, t.output_size) for t in self.tasks),
-            width=c.model.width,
-            hidden=c.model.hidden,
-            dropout=c.model.dropout,
-            batch_norm=c.model.batch_norm,
-            dtype=jnp.dtype(c.model.dtype),
-        )
-        self.method = weighting.make_method(c.weighting, self.tasks)
-        self.schedule = optim.make_schedule(c.optim, c.train.num_steps)
-        self.tx = optim.make_optimizer(c.optim, c.train.num_steps)
-        self.state, self.state_sharding = state_lib.create_state(
-            c.seed,
-            self.mesh,
-            model=self.model,
-            method=self.method,
-            tx=self.tx,
-            num_tasks=len(self.tasks),
-            input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
-        )
-        batch_sh = sharding.batch_sharding(self.mesh)
-        repl = sharding.replicated(self.mesh)
-        self.train_fn = jax.jit(
-            functools.partial(
-                step_lib.train_step,
-                model=self.model,
-                tasks=self.tasks,
-                tx=self.tx,
-                method=self.method,
-                schedule=self.schedule,
-            ),
-            in_shardings=(self.state_sharding, batch_sh),
-            out_shardings=(self.state_sharding, repl),
-            donate_argnums=0,
-        )
-        self.eval_fn = jax.jit(
-            functools.partial(step_lib.eval_step, model=self.model, tasks=self.tasks),
-            in_shardings=(self.state_sharding, batch_sh),
-            out_shardings=repl,
+        steps = build_steps(c, self.tasks, self.mesh)
+        self.model, self.state, self.train_fn, self.eval_fn = (
+            steps.model,
+            steps.state,
+            steps.train_fn,
+            steps.eval_fn,
         )
 
     def train_iterator(self):
