@@ -1,23 +1,10 @@
 """Test setup: 4 fake CPU devices, parsed absl flags, a tiny shared corpus."""
 
 import os
-import tempfile
 
-# librosa compiles numba kernels with cache=True into site-packages. Two xdist
-# workers compiling the same kernel at once, in a fresh environment, can write
-# a cache that segfaults its reader (numba/numba#4807, #10128); CI hit exactly
-# that. Each worker gets its own cache directory, set before numba is imported.
-os.environ.setdefault(
-    "NUMBA_CACHE_DIR",
-    os.path.join(
-        tempfile.gettempdir(),
-        f"mtl_ser-numba-{os.getpid()}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}",
-    ),
-)
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-from absl import flags  # noqa: E402
+import jax
+import pytest
+from absl import flags
 
 # Before JAX initialises its backends (no test touches a device at import time).
 jax.config.update("jax_num_cpu_devices", 4)
