@@ -63,12 +63,31 @@ def get_config(arg=None):
 
     # Automatic loss weighting (mtl_ser.weighting.METHODS).
     c.weighting = ml_collections.ConfigDict()
-    c.weighting.name = "uncertainty"  # equal, fixed, uncertainty, uncertainty_revised
+    c.weighting.name = "uncertainty"  # See mtl_ser.weighting.METHODS.
     c.weighting.fixed_weights = ""  # fixed only: comma-separated, one per task.
     # uncertainty: "libmtl" = L/(2 e^s) + s/2 for every task (LibMTL's form);
     # "kendall" = e^-s L + s/2 for classification, L/(2 e^s) + s/2 for regression.
     c.weighting.uncertainty_form = "libmtl"
     c.weighting.init_log_var = -0.5  # Initial s = log sigma^2 (LibMTL: -0.5).
+    # Per-task gradients of the shared representation (the trunk's embedding,
+    # summed over the batch) instead of the shared parameters: the "-UB"
+    # variants (MGDA-UB). Only for methods that allow it (rep_grad_ok).
+    c.weighting.rep_grad = False
+    # Gradient methods: "vmap" computes the T task gradients in one batched
+    # backward pass (fastest); "loop" runs T backward passes (least memory).
+    c.weighting.per_task_grads = "vmap"
+    c.weighting.dwa_temperature = 2.0  # dwa: softmax temperature (LibMTL T).
+    c.weighting.famo_lr = 0.025  # famo: Adam learning rate of the logits.
+    c.weighting.famo_weight_decay = 1e-3  # famo: coupled L2 on the logits.
+    c.weighting.gradnorm_alpha = 1.5  # gradnorm: restoring-force strength.
+    c.weighting.mgda_normalization = "none"  # mgda: none, l2, loss, loss+.
+    c.weighting.cagrad_alpha = 0.5  # cagrad: c (radius of the ball).
+    c.weighting.cagrad_rescale = 1  # cagrad: 0, 1 or 2 (divide by 1, 1+c^2, 1+c).
+    c.weighting.nash_update_every = 1  # nash_mtl: steps between weight solves.
+    c.weighting.nash_iterations = 20  # nash_mtl: concave-convex iterations.
+    c.weighting.nash_max_norm = 1.0  # nash_mtl: clip the shared update (0: off).
+    c.weighting.db_beta = 0.9  # db_mtl: EMA factor of the log-loss gradients.
+    c.weighting.db_beta_sigma = 0.0  # db_mtl: beta / step^sigma decay.
 
     # Optimizer (optax) and schedule.
     c.optim = ml_collections.ConfigDict()

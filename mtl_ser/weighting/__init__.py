@@ -1,21 +1,76 @@
-"""Automatic loss weighting: turns the per-task loss vector into one objective.
+"""Automatic loss weighting: turns per-task losses (or gradients) into one update.
 
 Each method is a `Method` of pure functions, usable on plain arrays and inside
-the jitted train step:
+the jitted train step. Loss-based methods scalarise the losses:
 
   params, state = method.init(num_tasks)
   total, weights, state = method.combine(params, state, losses, step=..., rng=...)
 
-`params` are learnable (they live in `TrainState.params["weighting"]`, are trained
-by the main optimizer and checkpointed); `state` is carried but not trained.
-`weights[t]` is the effective weight d total / d losses[t], logged every step.
+Gradient-based methods (`method.needs_grads`) combine per-task gradients of the
+shared parameters, flattened to grads [T, P]:
 
-Gradient-based methods (a later issue) will set `needs_grads=True` and combine
-per-task gradients of the shared parameters instead; the step computes those
-only for such methods, so loss-based methods cost nothing extra.
+  out = method.aggregate(params, state, losses, grads, step=..., rng=...)
+  # out.update [P] replaces the shared parameters' gradient.
+
+`params` are learnable (they live in `TrainState.params["weighting"]`, are
+trained by the main optimizer and checkpointed); `state` is carried but not
+trained. Each module lists its methods in `BUILDERS`; `make_method` builds one
+from the `weighting` config.
 """
 
-from mtl_ser.weighting.base import Method
-from mtl_ser.weighting.loss_based import METHODS, make_method
+from typing import Sequence
 
-__all__ = ["METHODS", "Method", "make_method"]
+from mtl_ser.weighting import (
+    aligned_mtl,
+    cagrad,
+    db_mtl,
+    gradnorm,
+    imtl,
+    loss_based,
+    mgda,
+    nash_mtl,
+    pcgrad,
+)
+from mtl_ser.weighting.base import GradOutput, Method
+
+_BUILDERS = {
+    **loss_based.BUILDERS,
+    **gradnorm.BUILDERS,
+    **mgda.BUILDERS,
+    **pcgrad.BUILDERS,
+    **cagrad.BUILDERS,
+    **imtl.BUILDERS,
+    **nash_mtl.BUILDERS,
+    **aligned_mtl.BUILDERS,
+    **db_mtl.BUILDERS,
+}
+
+METHODS = tuple(_BUILDERS)
+
+
+def make_method(cfg, tasks: Sequence, *, steps_per_epoch: int = 1) -> Method:
+    """Builds the configured method.
+
+    Args:
+      cfg: the `weighting` sub-config.
+      tasks: the task tuple (kinds choose e.g. the uncertainty factors).
+      steps_per_epoch: train steps per pass over the train split, for the
+        methods defined per epoch (DWA, GradNorm).
+
+    Returns:
+      A Method.
+    """
+    if cfg.name not in _BUILDERS:
+        raise ValueError(
+            f"weighting.name={cfg.name!r}: unknown; choose one of {list(METHODS)}"
+        )
+    method = _BUILDERS[cfg.name](cfg, tasks, steps_per_epoch)
+    if cfg.get("rep_grad", False) and not method.rep_grad_ok:
+        raise ValueError(
+            f"weighting.rep_grad=True: {cfg.name!r} does not take representation "
+            "gradients (only gradient methods that LibMTL allows it for do)"
+        )
+    return method
+
+
+__all__ = ["METHODS", "GradOutput", "Method", "make_method"]
