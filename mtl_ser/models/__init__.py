@@ -5,7 +5,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from mtl_ser.models.alexnet import AlexNet
-from mtl_ser.models.heads import MultiTaskModel
+from mtl_ser.models.heads import MultiTaskModel, is_head_path
 from mtl_ser.models.layers import adaptive_avg_pool, max_pool
 from mtl_ser.models.vgg import VGG, VGG11, VGG13, VGG16, VGG19
 
@@ -29,6 +29,7 @@ __all__ = [
     "AlexNet",
     "MultiTaskModel",
     "adaptive_avg_pool",
+    "is_head_path",
     "make_model",
     "max_pool",
 ]

@@ -17,6 +17,14 @@ def _check_head_sizes(head_sizes: tuple[tuple[str, int], ...]) -> None:
             raise ValueError(f"head_sizes: task {name!r} has output size {size}")
 
 
+def is_head_path(path) -> bool:
+    """Whether a param-tree key path (from tree_*_with_path) is in a task head.
+
+    Everything else in the model's params is shared between tasks.
+    """
+    return str(getattr(path[0], "key", path[0])).startswith("head_")
+
+
 class MultiTaskModel(nn.Module):
     """A shared trunk and one Dense head per task on its embedding.
 
@@ -32,7 +40,30 @@ class MultiTaskModel(nn.Module):
     trunk: nn.Module
     head_sizes: tuple[tuple[str, int], ...]
 
-    @nn.compact
+    def setup(self):
+        _check_head_sizes(self.head_sizes)
+        # A dict attribute names its modules head_{task}.
+        self.head = {
+            name: nn.Dense(
+                int(size),
+                dtype=jnp.float32,
+                param_dtype=jnp.float32,
+                # Small weights start every task near uniform / zero output,
+                # so no task's loss dominates the first steps.
+                kernel_init=nn.initializers.normal(stddev=0.01),
+                bias_init=nn.initializers.zeros,
+            )
+            for name, size in self.head_sizes
+        }
+
+    def embed(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """The shared representation: float32 trunk output `[B, D]`."""
+        return self.trunk(x, train=train).astype(jnp.float32)
+
+    def heads(self, embedding: jax.Array) -> dict[str, jax.Array]:
+        """Each task's float32 output `[B, size]` from the embedding."""
+        return {name: self.head[name](embedding) for name, _ in self.head_sizes}
+
     def __call__(
         self, x: jax.Array, *, train: bool
     ) -> tuple[dict[str, jax.Array], jax.Array]:
@@ -46,18 +77,5 @@ class MultiTaskModel(nn.Module):
             `(outputs, embedding)`: outputs maps each task name to float32
             `[B, size]`; embedding is the float32 trunk output `[B, D]`.
         """
-        _check_head_sizes(self.head_sizes)
-        embedding = self.trunk(x, train=train).astype(jnp.float32)  # [B, D]
-        outputs = {}
-        for name, size in self.head_sizes:
-            outputs[name] = nn.Dense(
-                int(size),
-                dtype=jnp.float32,
-                param_dtype=jnp.float32,
-                # Small weights start every task near uniform / zero output,
-                # so no task's loss dominates the first steps.
-                kernel_init=nn.initializers.normal(stddev=0.01),
-                bias_init=nn.initializers.zeros,
-                name=f"head_{name}",
-            )(embedding)  # [B, size]
-        return outputs, embedding
+        embedding = self.embed(x, train=train)  # [B, D]
+        return self.heads(embedding), embedding

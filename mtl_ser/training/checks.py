@@ -52,6 +52,11 @@ def validate_config(config):
         f"weighting.name={c.weighting.name!r}: unknown; choose one of "
         f"{list(weighting.METHODS)}",
     )
+    _require(
+        c.weighting.per_task_grads in ("vmap", "loop"),
+        f"weighting.per_task_grads={c.weighting.per_task_grads!r}: "
+        "choose 'vmap' or 'loop'",
+    )
     for field in ("batch_size", "eval_batch_size"):
         size = c.data[field]
         _require(size > 0, f"data.{field}={size}: must be > 0")

@@ -30,10 +30,12 @@ class Steps(NamedTuple):
     eval_fn: Any  # (state, x) -> {task: predictions}, replicated.
 
 
-def build_steps(config, tasks, mesh) -> Steps:
+def build_steps(config, tasks, mesh, *, steps_per_epoch: int = 1, method=None) -> Steps:
     """Builds the model, weighting, optimizer, sharded state and jitted steps.
 
     Used by training and by the benchmarks, so both time the same step.
+    `steps_per_epoch` serves the weighting methods defined per epoch (DWA,
+    GradNorm); `method` replaces the configured weighting (benchmarks).
     """
     c = config
     model = models.make_model(
@@ -45,7 +47,10 @@ def build_steps(config, tasks, mesh) -> Steps:
         batch_norm=c.model.batch_norm,
         dtype=jnp.dtype(c.model.dtype),
     )
-    method = weighting.make_method(c.weighting, tasks)
+    if method is None:
+        method = weighting.make_method(
+            c.weighting, tasks, steps_per_epoch=steps_per_epoch
+        )
     tx = optim.make_optimizer(c.optim, c.train.num_steps)
     state, state_sharding = state_lib.create_state(
         c.seed,
@@ -55,6 +60,7 @@ def build_steps(config, tasks, mesh) -> Steps:
         tx=tx,
         num_tasks=len(tasks),
         input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
+        rep_grad=c.weighting.rep_grad,
     )
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
@@ -66,6 +72,8 @@ def build_steps(config, tasks, mesh) -> Steps:
             tx=tx,
             method=method,
             schedule=optim.make_schedule(c.optim, c.train.num_steps),
+            rep_grad=c.weighting.rep_grad,
+            per_task_grads=c.weighting.per_task_grads,
         ),
         in_shardings=(state_sharding, batch_sh),
         out_shardings=(state_sharding, repl),
@@ -88,7 +96,15 @@ class Experiment:
         self.tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
         self.data = pipeline.build_data(c, self.tasks, verbose=verbose)
         self.mesh = sharding.make_mesh() if mesh is None else mesh
-        steps = build_steps(c, self.tasks, self.mesh)
+        self.step_time_ms = None  # Set by a training run.
+        # An epoch is one pass over the train split's utterances (each one
+        # random crop), as the per-epoch weighting methods count it.
+        self.steps_per_epoch = -(
+            -len(self.data.splits["train"].rows) // c.data.batch_size
+        )
+        steps = build_steps(
+            c, self.tasks, self.mesh, steps_per_epoch=self.steps_per_epoch
+        )
         self.model, self.state, self.train_fn, self.eval_fn = (
             steps.model,
             steps.state,
@@ -188,6 +204,7 @@ def _train(exp, state, train_iter, ckpt, writer, stop_at):
         dynamic_ncols=True,
     )
     last_step, last_time = start, time.perf_counter()
+    timed_steps, timed_seconds = 0, 0.0  # Excludes compilation, eval, saving.
     for done in range(start + 1, end + 1):
         batch = sharding.from_process_local(next(train_iter), exp.mesh)
         with jax.transfer_guard("disallow"):
@@ -202,6 +219,9 @@ def _train(exp, state, train_iter, ckpt, writer, stop_at):
             metrics["train/samples_per_sec"] = (
                 (done - last_step) * c.data.batch_size / (now - last_time)
             )
+            if last_step > start:  # The first interval holds the compilation.
+                timed_steps += done - last_step
+                timed_seconds += now - last_time
             last_step, last_time = done, now
             writer.write(done, metrics)
             bar.set_postfix(
@@ -218,10 +238,13 @@ def _train(exp, state, train_iter, ckpt, writer, stop_at):
             )
         if save:
             ckpt.save_latest(done, state, train_iter, c.to_dict())
+        if run_eval or save:
+            last_time = time.perf_counter()  # Time steps only.
         if done == stop_at:
             bar.close()
             return None
     bar.close()
+    exp.step_time_ms = 1e3 * timed_seconds / timed_steps if timed_steps else None
     return state
 
 
@@ -241,6 +264,8 @@ def final_evaluation(exp, state, ckpt) -> dict:
         "confusion": confusion,
         "classes": {t.name: list(t.classes) for t in exp.tasks if t.classes},
         "num_params": state_lib.param_count(state.params["model"]),
+        # Mean train step time after compilation (this process, this session).
+        "step_time_ms": exp.step_time_ms,
     }
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from mtl_ser import models
 from mtl_ser.training import sharding
 
 
@@ -30,7 +31,18 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array
 
 
-def init_state(rng, *, model, method, tx, num_tasks: int, input_shape) -> TrainState:
+def _gradient_width(model, variables, x, rep_grad: bool) -> int:
+    """P of a gradient method's [T, P]: shared parameters, or the embedding."""
+    if rep_grad:
+        _, embedding = model.apply(variables, x, train=False)
+        return embedding.shape[-1]
+    leaves = jax.tree_util.tree_leaves_with_path(variables["params"])
+    return sum(x.size for path, x in leaves if not models.is_head_path(path))
+
+
+def init_state(
+    rng, *, model, method, tx, num_tasks: int, input_shape, rep_grad: bool = False
+) -> TrainState:
     """Initialises a TrainState (pure; jit it with output shardings).
 
     Args:
@@ -40,10 +52,16 @@ def init_state(rng, *, model, method, tx, num_tasks: int, input_shape) -> TrainS
       tx: the optax optimizer.
       num_tasks: number of tasks.
       input_shape: a model input shape, e.g. [1, T, F, 1].
+      rep_grad: whether a gradient method sees representation gradients.
     """
     params_rng, state_rng = jax.random.split(rng)
-    variables = model.init(params_rng, jnp.zeros(input_shape, jnp.float32), train=False)
-    weighting_params, weighting_state = method.init(num_tasks)
+    x = jnp.zeros(input_shape, jnp.float32)
+    variables = model.init(params_rng, x, train=False)
+    if method.init_needs_width:
+        width = _gradient_width(model, variables, x, rep_grad)
+        weighting_params, weighting_state = method.init(num_tasks, num_params=width)
+    else:
+        weighting_params, weighting_state = method.init(num_tasks)
     params = {"model": variables["params"], "weighting": weighting_params}
     return TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -1,8 +1,10 @@
 """The jitted train and eval steps (pure, module level; bound with partial)."""
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from mtl_ser import models
 from mtl_ser import tasks as tasks_lib
 
 
@@ -21,40 +23,230 @@ def _apply(model, state, params, x, *, train, rng=None):
     return outputs, embedding, state.batch_stats
 
 
-def train_step(state, batch, *, model, tasks, tx, method, schedule):
-    """One optimizer step on a (sharded) global batch.
+def _flatten_shared(per_task, num_tasks):
+    """Stacks the shared (non-head) leaves of per-task grads into [T, P]."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(per_task)
+    rows = [
+        g.reshape(num_tasks, -1) for path, g in leaves if not models.is_head_path(path)
+    ]
+    return jnp.concatenate(rows, axis=1)
 
-    Args:
-      state: TrainState.
-      batch: {"x": [B, T, F, 1], "labels": {task: [B]}, "masks": {task: [B]}}.
-      model, tasks, tx, method, schedule: static, bound with functools.partial.
 
-    Returns:
-      (new state, metrics dict of scalars named split/metric/task).
-    """
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
+def _unflatten_shared(update, like):
+    """Inverse of _flatten_shared for one [P] vector; heads get zeros."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    out, offset = [], 0
+    for path, leaf in leaves:
+        if models.is_head_path(path):
+            out.append(jnp.zeros_like(leaf))
+        else:
+            out.append(update[offset : offset + leaf.size].reshape(leaf.shape))
+            offset += leaf.size
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _head_grads(per_task, head_weights):
+    """sum_t head_weights[t] * per-task grads, on the head leaves only."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, g: (
+            jnp.tensordot(head_weights, g, axes=1)
+            if models.is_head_path(path)
+            else jnp.zeros(g.shape[1:], g.dtype)
+        ),
+        per_task,
+    )
+
+
+def _gradient_stats(gram, tasks):
+    """Per-task gradient norms and pairwise cosines from the Gram matrix."""
+    norms = jnp.sqrt(jnp.maximum(jnp.diag(gram), 0.0))
+    cos = gram / jnp.maximum(norms[:, None] * norms[None, :], 1e-30)
+    metrics = {}
+    for i, a in enumerate(tasks):
+        metrics[f"train/task_grad_norm/{a.name}"] = norms[i]
+        for j in range(i + 1, len(tasks)):
+            metrics[f"train/grad_cos/{a.name}-{tasks[j].name}"] = cos[i, j]
+    return metrics
+
+
+def _method_rng(rng):
+    """The weighting method's key, independent of the dropout key `rng`."""
+    return jax.random.fold_in(rng, 1)
+
+
+def _task_losses(tasks, outputs, batch):
+    return tasks_lib.loss_vector(tasks, outputs, batch["labels"], batch["masks"])
+
+
+def _loss_based_grads(state, batch, rng, *, model, tasks, method):
+    """One backward pass of the method's scalarised total."""
 
     def loss_fn(params):
         outputs, _, batch_stats = _apply(
-            model, state, params, batch["x"], train=True, rng=dropout_rng
+            model, state, params, batch["x"], train=True, rng=rng
         )
-        losses = tasks_lib.loss_vector(tasks, outputs, batch["labels"], batch["masks"])
+        losses = _task_losses(tasks, outputs, batch)
         total, weights, weighting_state = method.combine(
             params["weighting"],
             state.weighting_state,
             losses,
             step=state.step,
-            rng=dropout_rng,
+            rng=_method_rng(rng),
         )
         return total, (losses, weights, weighting_state, batch_stats)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (total, aux), grads = grad_fn(state.params)
+    (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return total, grads, aux, {}
+
+
+def _param_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
+    """Per-task grads of the shared parameters ([T, P]) -> the method's update."""
+    num_tasks = len(tasks)
+
+    def losses_fn(model_params):
+        outputs, _, batch_stats = _apply(
+            model, state, {"model": model_params}, batch["x"], train=True, rng=rng
+        )
+        return _task_losses(tasks, outputs, batch), batch_stats
+
+    losses, vjp_fn, batch_stats = jax.vjp(
+        losses_fn, state.params["model"], has_aux=True
+    )
+    basis = jnp.eye(num_tasks, dtype=losses.dtype)
+    if per_task_grads == "vmap":
+        # One batched backward pass: T cotangents e_t give the T task gradients.
+        (per_task,) = jax.vmap(vjp_fn)(basis)
+    else:
+        # T backward passes one after another: less memory, as LibMTL does.
+        rows = [vjp_fn(basis[t])[0] for t in range(num_tasks)]
+        per_task = jax.tree.map(lambda *g: jnp.stack(g), *rows)
+    grads_matrix = _flatten_shared(per_task, num_tasks)  # [T, P]
+    out = method.aggregate(
+        state.params["weighting"],
+        state.weighting_state,
+        losses,
+        grads_matrix,
+        step=state.step,
+        rng=_method_rng(rng),
+    )
+    shared = _unflatten_shared(out.update, state.params["model"])
+    heads = _head_grads(per_task, out.head_weights)
+    model_grads = jax.tree_util.tree_map(jnp.add, shared, heads)
+    stats = _gradient_stats(grads_matrix @ grads_matrix.T, tasks)
+    grads = {"model": model_grads, "weighting": out.param_grads}
+    total = jnp.dot(out.weights, losses)
+    return total, grads, (losses, out.weights, out.state, batch_stats), stats
+
+
+def _rep_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
+    """Per-task grads of the shared representation z ([T, D], batch-summed).
+
+    The trunk then receives sum_t rep_coeffs[t] dL_t/dz per sample, as
+    LibMTL's rep_grad mode (the "-UB" variants) does.
+    """
+    num_tasks = len(tasks)
+    variables_extra = {"batch_stats": state.batch_stats} if state.batch_stats else {}
+    mutable = ["batch_stats"] if state.batch_stats else False
+
+    def trunk_fn(model_params):
+        result = model.apply(
+            {"params": model_params, **variables_extra},
+            batch["x"],
+            train=True,
+            rngs={"dropout": rng},
+            mutable=mutable,
+            method=models.MultiTaskModel.embed,
+        )
+        if mutable:
+            z, updates = result
+            return z, updates["batch_stats"]
+        return result, state.batch_stats
+
+    z, trunk_vjp, batch_stats = jax.vjp(trunk_fn, state.params["model"], has_aux=True)
+
+    def head_losses(z, model_params):
+        outputs = model.apply(
+            {"params": model_params}, z, method=models.MultiTaskModel.heads
+        )
+        return _task_losses(tasks, outputs, batch)
+
+    losses, head_vjp = jax.vjp(head_losses, z, state.params["model"])
+    # The heads are cheap, so "loop" makes no difference here: always vmap.
+    del per_task_grads
+    per_z, per_task = jax.vmap(head_vjp)(jnp.eye(num_tasks, dtype=losses.dtype))
+    rep_matrix = per_z.reshape(num_tasks, per_z.shape[1], -1).sum(1)  # [T, D]
+    out = method.aggregate(
+        state.params["weighting"],
+        state.weighting_state,
+        losses,
+        rep_matrix,
+        step=state.step,
+        rng=_method_rng(rng),
+    )
+    (shared,) = trunk_vjp(jnp.tensordot(out.rep_coeffs, per_z, axes=1))
+    heads = _head_grads(per_task, out.head_weights)
+    model_grads = jax.tree_util.tree_map(jnp.add, shared, heads)
+    stats = _gradient_stats(rep_matrix @ rep_matrix.T, tasks)
+    grads = {"model": model_grads, "weighting": out.param_grads}
+    total = jnp.dot(out.weights, losses)
+    return total, grads, (losses, out.weights, out.state, batch_stats), stats
+
+
+def train_step(
+    state,
+    batch,
+    *,
+    model,
+    tasks,
+    tx,
+    method,
+    schedule,
+    rep_grad: bool = False,
+    per_task_grads: str = "vmap",
+):
+    """One optimizer step on a (sharded) global batch.
+
+    Loss-based methods differentiate their scalarised total once. Gradient-based
+    methods (`method.needs_grads`) get the per-task gradients of the shared
+    parameters (or, with `rep_grad`, of the shared representation) from one
+    batched backward pass and return the update that replaces their sum.
+
+    Args:
+      state: TrainState.
+      batch: {"x": [B, T, F, 1], "labels": {task: [B]}, "masks": {task: [B]}}.
+      model, tasks, tx, method, schedule: static, bound with functools.partial.
+      rep_grad: gradient methods: per-task gradients of the representation.
+      per_task_grads: gradient methods: "vmap" (one batched backward pass over
+        the T tasks) or "loop" (T backward passes in sequence, less memory).
+
+    Returns:
+      (new state, metrics dict of scalars named split/metric/task). For
+      gradient methods, `train/loss/total` is sum_t weights[t] * L_t.
+    """
+    rng = jax.random.fold_in(state.rng, state.step)  # Dropout.
+    kwargs = dict(model=model, tasks=tasks, method=method)
+    if not method.needs_grads:
+        grad_fn = _loss_based_grads
+    else:
+        grad_fn = _rep_grads if rep_grad else _param_grads
+        kwargs["per_task_grads"] = per_task_grads
+    total, grads, aux, stats = grad_fn(state, batch, rng, **kwargs)
     losses, weights, weighting_state, batch_stats = aux
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if method.after_step is not None:
+        # FAMO: the same batch, dropout mask and BN mode under the new params.
+        new_state = state.replace(params=params)
+        outputs, _, _ = _apply(
+            model, new_state, params, batch["x"], train=True, rng=rng
+        )
+        after = jax.lax.stop_gradient(_task_losses(tasks, outputs, batch))
+        weighting_state = method.after_step(
+            params["weighting"], weighting_state, losses, after
+        )
     new_state = state.replace(
         step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
+        params=params,
         batch_stats=batch_stats,
         opt_state=opt_state,
         weighting_state=weighting_state,
@@ -64,6 +256,7 @@ def train_step(state, batch, *, model, tasks, tx, method, schedule):
         "train/grad_norm": optax.tree.norm(grads["model"]),
         "train/param_norm": optax.tree.norm(state.params["model"]),
         "train/lr": schedule(state.step),
+        **stats,
     }
     for i, task in enumerate(tasks):
         metrics[f"train/loss/{task.name}"] = losses[i]
