@@ -5,6 +5,8 @@
       --config.optim.learning_rate=3e-4
   python launch.py --config=configs/synthetic.py --workdir=runs/synthetic \
       --mode=evaluate
+  python launch.py --mode=sweep --config=configs/sweeps/weighting.py \
+      --workdir=runs/weighting [--sweep.print_commands]
 """
 
 import os
@@ -17,7 +19,14 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/synthetic.py[:smoke].", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (resumes if it exists).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to do.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "evaluate", "sweep"], "What to do."
+)
+_PRINT_COMMANDS = flags.DEFINE_bool(
+    "sweep.print_commands",
+    False,
+    "With --mode=sweep: print one launch command per variant and exit.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,6 +42,8 @@ def main(argv):
         jax.distributed.initialize()
     config = _CONFIG.value
     try:
+        if _MODE.value == "sweep":
+            return _sweep(config)
         if _MODE.value == "train":
             results = loop.train_and_evaluate(config, _WORKDIR.value)
         else:
@@ -43,6 +54,32 @@ def main(argv):
         print(report.results_table(results))
         path = report.write_report(_WORKDIR.value, config, results)
         print(f"Report: {path}")
+
+
+def _sweep(config):
+    """Runs (or prints) every variant of the sweep file given as --config."""
+    from mtl_ser import sweeps
+    from mtl_ser.training import checks, loop
+
+    path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]).partition(
+        ":"
+    )
+    module = sweeps.load(path)
+    variants = module.get_sweep(arg or None)
+    for overrides in variants:  # Every variant's config is checked up front.
+        try:
+            checks.validate_config(sweeps.apply_overrides(config, overrides))
+        except (checks.ConfigError, KeyError) as e:
+            raise checks.ConfigError(
+                f"sweep variant {sweeps.variant_name(overrides)}: {e}"
+            ) from None
+    if _PRINT_COMMANDS.value:
+        print("\n".join(sweeps.launch_commands(path, arg, _WORKDIR.value, variants)))
+        return
+    runs = sweeps.run(config, variants, _WORKDIR.value, loop.train_and_evaluate)
+    metrics = getattr(module, "METRICS", sweeps.DEFAULT_METRICS)
+    rows = sweeps.summarise(runs, metrics, getattr(module, "REFERENCE", None))
+    print(sweeps.write_tables(rows, metrics, _WORKDIR.value))
 
 
 def _is_multihost_env() -> bool:
