@@ -29,7 +29,7 @@ _WEIGHTINGS = flags.DEFINE_string(
 )
 
 
-def _load_config(path):
+def load_config(path):
     spec = importlib.util.spec_from_file_location("bench_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -48,12 +48,15 @@ def _random_batch(tasks, batch_size, frames, mels, rng):
     return {"x": x, "labels": labels, "masks": masks}
 
 
-def measure(config, batch_size: int, num_steps: int) -> dict:
-    """Compiles and times the train step of `config` at `batch_size`."""
+def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
+    """Compiles and times the train step of `config` at `batch_size`.
+
+    `method` replaces the configured weighting method when given.
+    """
     c = config
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
     mesh = sharding.make_mesh()
-    steps = loop.build_steps(c, tasks, mesh)
+    steps = loop.build_steps(c, tasks, mesh, method=method)
     state = steps.state
     batch = _random_batch(
         tasks,
@@ -92,7 +95,7 @@ def measure(config, batch_size: int, num_steps: int) -> dict:
 
 def main(argv):
     del argv
-    config = _load_config(_CONFIG.value)
+    config = load_config(_CONFIG.value)
     print(
         f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
         f"model {config.model.name} width {config.model.width}, "

@@ -1,0 +1,91 @@
+"""Train-step time of every weighting method, relative to `equal`, in one run.
+
+  .venv/bin/python -m benchmarks.weighting --config=configs/synthetic.py \
+      --batch_size=32 --steps=20
+
+For each method: the median step time (random input, AOT-compiled, 3 warm-up
+steps, block_until_ready per step) and its ratio to `equal`. Two references
+frame the gradient-based methods, which need T per-task gradients:
+  `sum_vmap`: the T task gradients from one batched (vmapped) backward pass,
+    summed: the floor of our gradient path;
+  `sum_loop`: T separate backward passes, summed: what a PyTorch
+    implementation such as LibMTL pays (one `backward()` per task).
+A gradient method's `vs T backward` column is its time over `sum_loop`'s.
+"""
+
+import jax.numpy as jnp
+from absl import app, flags
+
+from benchmarks import train_step as bench_lib
+from mtl_ser import tasks as tasks_lib
+from mtl_ser import weighting
+from mtl_ser.weighting.base import GradOutput, Method
+
+_CONFIG = flags.DEFINE_string("config", "configs/synthetic.py", "Config file.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per method.")
+_METHODS = flags.DEFINE_string(
+    "methods", "all", "Comma-separated weighting methods, or 'all'."
+)
+
+
+def _sum_aggregate(params, state, losses, grads, *, step, rng):
+    del params, step, rng
+    ones = jnp.ones_like(losses)
+    return GradOutput(grads.sum(0), ones, ones, state, {}, ones)
+
+
+SUM_OF_TASK_GRADIENTS = Method(
+    "sum", lambda num_tasks: ({}, {}), aggregate=_sum_aggregate
+)
+
+
+def main(argv):
+    del argv
+    config = bench_lib.load_config(_CONFIG.value)
+    names = (
+        [m for m in weighting.METHODS if m != "fixed"]
+        if _METHODS.value == "all"
+        else _METHODS.value.split(",")
+    )
+    print(
+        f"model {config.model.name} width {config.model.width}, "
+        f"{len(config.tasks.split(','))} tasks, batch {_BATCH.value}, "
+        f"{config.model.dtype}, {config.optim.name}"
+    )
+    c = config
+    tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
+    rows = []
+    for label, per_task in (("sum_vmap", "vmap"), ("sum_loop", "loop")):
+        config.weighting.per_task_grads = per_task
+        r = bench_lib.measure(
+            config, _BATCH.value, _STEPS.value, method=SUM_OF_TASK_GRADIENTS
+        )
+        rows.append((label, True, r))
+    config.weighting.per_task_grads = "vmap"
+    for name in names:
+        config.weighting.name = name
+        method = weighting.make_method(config.weighting, tasks)
+        rows.append(
+            (
+                name,
+                method.needs_grads,
+                bench_lib.measure(config, _BATCH.value, _STEPS.value),
+            )
+        )
+    by_name = {label: r for label, _, r in rows}
+    equal_ms = by_name["equal"]["step_ms"] if "equal" in by_name else None
+    loop_ms = by_name["sum_loop"]["step_ms"]
+    print("| method | gradients | step ms | vs equal | vs T backward | temp MiB |")
+    print("|---|---|---|---|---|---|")
+    for label, needs_grads, r in rows:
+        vs_equal = f"{r['step_ms'] / equal_ms:.2f}" if equal_ms else "n/a"
+        vs_loop = f"{r['step_ms'] / loop_ms:.2f}" if needs_grads else ""
+        print(
+            f"| {label} | {'per task' if needs_grads else 'total'} "
+            f"| {r['step_ms']:.1f} | {vs_equal} | {vs_loop} | {r['temp_mib']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
