@@ -9,17 +9,10 @@ achieved GFLOP/s, and the compiled program's temp memory. Compare figures only
 within one run: this machine drifts 5-10% between runs.
 """
 
-import importlib.util
-import statistics
-import time
-
 import jax
-import numpy as np
 from absl import app, flags
 
-from mtl_ser import tasks as tasks_lib
-from mtl_ser.training import loop, sharding
-from mtl_ser.training import state as state_lib
+from benchmarks import common
 
 _CONFIG = flags.DEFINE_string("config", "configs/synthetic.py", "Config file.")
 _BATCHES = flags.DEFINE_string("batch_sizes", "32", "Comma-separated global batches.")
@@ -29,73 +22,9 @@ _WEIGHTINGS = flags.DEFINE_string(
 )
 
 
-def load_config(path):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def _random_batch(tasks, batch_size, frames, mels, rng):
-    labels, masks = {}, {}
-    for t in tasks:
-        if t.kind == tasks_lib.CLASSIFICATION:
-            labels[t.name] = rng.integers(0, len(t.classes), batch_size, np.int32)
-        else:
-            labels[t.name] = rng.normal(size=batch_size).astype(np.float32)
-        masks[t.name] = np.ones(batch_size, np.float32)
-    x = rng.normal(size=(batch_size, frames, mels, 1)).astype(np.float32)
-    return {"x": x, "labels": labels, "masks": masks}
-
-
-def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
-    """Compiles and times the train step of `config` at `batch_size`.
-
-    `method` replaces the configured weighting method when given.
-    """
-    c = config
-    tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
-    mesh = sharding.make_mesh()
-    steps = loop.build_steps(c, tasks, mesh, method=method)
-    state = steps.state
-    batch = _random_batch(
-        tasks,
-        batch_size,
-        c.data.crop_frames,
-        c.features.n_mels,
-        np.random.default_rng(0),
-    )
-    batch = sharding.from_process_local(batch, mesh)
-    fn = steps.train_fn
-    start = time.perf_counter()
-    compiled = fn.lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
-    times = []
-    for i in range(num_steps + 3):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
-    memory = compiled.memory_analysis()
-    temp = getattr(memory, "temp_size_in_bytes", 0) if memory else 0
-    return {
-        "compile_s": compile_s,
-        "step_ms": 1e3 * step_s,
-        "samples_per_s": batch_size / step_s,
-        "gflop_per_s": flops / step_s / 1e9,
-        "temp_mib": temp / 2**20,
-        "params": state_lib.param_count(state.params["model"]),
-    }
-
-
 def main(argv):
     del argv
-    config = load_config(_CONFIG.value)
+    config = common.load_config(_CONFIG.value)
     print(
         f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
         f"model {config.model.name} width {config.model.width}, "
@@ -110,7 +39,7 @@ def main(argv):
     for name in _WEIGHTINGS.value.split(","):
         config.weighting.name = name
         for batch_size in [int(b) for b in _BATCHES.value.split(",")]:
-            r = measure(config, batch_size, _STEPS.value)
+            r = common.measure(config, batch_size, _STEPS.value)
             print(
                 f"| {name} | {batch_size} | {r['compile_s']:.1f} | {r['step_ms']:.1f} "
                 f"| {r['samples_per_s']:.0f} | {r['gflop_per_s']:.1f} "

@@ -16,7 +16,7 @@ A gradient method's `vs T backward` column is its time over `sum_loop`'s.
 import jax.numpy as jnp
 from absl import app, flags
 
-from benchmarks import train_step as bench_lib
+from benchmarks import common
 from mtl_ser import tasks as tasks_lib
 from mtl_ser import weighting
 from mtl_ser.weighting.base import GradOutput, Method
@@ -42,7 +42,7 @@ SUM_OF_TASK_GRADIENTS = Method(
 
 def main(argv):
     del argv
-    config = bench_lib.load_config(_CONFIG.value)
+    config = common.load_config(_CONFIG.value)
     names = (
         [m for m in weighting.METHODS if m != "fixed"]
         if _METHODS.value == "all"
@@ -58,7 +58,7 @@ def main(argv):
     rows = []
     for label, per_task in (("sum_vmap", "vmap"), ("sum_loop", "loop")):
         config.weighting.per_task_grads = per_task
-        r = bench_lib.measure(
+        r = common.measure(
             config, _BATCH.value, _STEPS.value, method=SUM_OF_TASK_GRADIENTS
         )
         rows.append((label, True, r))
@@ -70,7 +70,7 @@ def main(argv):
             (
                 name,
                 method.needs_grads,
-                bench_lib.measure(config, _BATCH.value, _STEPS.value),
+                common.measure(config, _BATCH.value, _STEPS.value),
             )
         )
     by_name = {label: r for label, _, r in rows}

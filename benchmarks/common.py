@@ -1,0 +1,76 @@
+"""What the benchmarks share: loading a config and timing its train step."""
+
+import importlib.util
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from mtl_ser import tasks as tasks_lib
+from mtl_ser.training import loop, sharding
+from mtl_ser.training import state as state_lib
+
+
+def load_config(path):
+    spec = importlib.util.spec_from_file_location("bench_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def _random_batch(tasks, batch_size, frames, mels, rng):
+    labels, masks = {}, {}
+    for t in tasks:
+        if t.kind == tasks_lib.CLASSIFICATION:
+            labels[t.name] = rng.integers(0, len(t.classes), batch_size, np.int32)
+        else:
+            labels[t.name] = rng.normal(size=batch_size).astype(np.float32)
+        masks[t.name] = np.ones(batch_size, np.float32)
+    x = rng.normal(size=(batch_size, frames, mels, 1)).astype(np.float32)
+    return {"x": x, "labels": labels, "masks": masks}
+
+
+def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
+    """Compiles and times the train step of `config` at `batch_size`.
+
+    `method` replaces the configured weighting method when given.
+    """
+    c = config
+    tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
+    mesh = sharding.make_mesh()
+    steps = loop.build_steps(c, tasks, mesh, method=method)
+    state = steps.state
+    batch = _random_batch(
+        tasks,
+        batch_size,
+        c.data.crop_frames,
+        c.features.n_mels,
+        np.random.default_rng(0),
+    )
+    batch = sharding.from_process_local(batch, mesh)
+    fn = steps.train_fn
+    start = time.perf_counter()
+    compiled = fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for i in range(num_steps + 3):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    memory = compiled.memory_analysis()
+    temp = getattr(memory, "temp_size_in_bytes", 0) if memory else 0
+    return {
+        "compile_s": compile_s,
+        "step_ms": 1e3 * step_s,
+        "samples_per_s": batch_size / step_s,
+        "gflop_per_s": flops / step_s / 1e9,
+        "temp_mib": temp / 2**20,
+        "params": state_lib.param_count(state.params["model"]),
+    }
