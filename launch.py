@@ -35,7 +35,6 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
     import jax  # Imported after flag parsing so `--help` stays fast.
 
-    from mtl_ser.outputs import report
     from mtl_ser.training import checks, loop
 
     if _is_multihost_env():
@@ -45,21 +44,36 @@ def main(argv):
         if _MODE.value == "sweep":
             return _sweep(config)
         if _MODE.value == "train":
-            results = loop.train_and_evaluate(config, _WORKDIR.value)
+            _train_and_report(config, _WORKDIR.value)
         else:
-            results = loop.evaluate_workdir(config, _WORKDIR.value)
+            _report(
+                config, _WORKDIR.value, loop.evaluate_workdir(config, _WORKDIR.value)
+            )
     except checks.ConfigError as e:
         sys.exit(f"Config error: {e}")
-    if jax.process_index() == 0:
+
+
+def _report(config, workdir, results):
+    """Prints the results table and writes report.md (process 0 only)."""
+    import jax
+
+    from mtl_ser.outputs import report
+
+    if results is not None and jax.process_index() == 0:
         print(report.results_table(results))
-        path = report.write_report(_WORKDIR.value, config, results)
-        print(f"Report: {path}")
+        print(f"Report: {report.write_report(workdir, config, results)}")
+
+
+def _train_and_report(config, workdir):
+    from mtl_ser.training import loop
+
+    _report(config, workdir, loop.train_and_evaluate(config, workdir))
 
 
 def _sweep(config):
     """Runs (or prints) every variant of the sweep file given as --config."""
     from mtl_ser import sweeps
-    from mtl_ser.training import checks, loop
+    from mtl_ser.training import checks
 
     path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]).partition(
         ":"
@@ -76,7 +90,7 @@ def _sweep(config):
     if _PRINT_COMMANDS.value:
         print("\n".join(sweeps.launch_commands(path, arg, _WORKDIR.value, variants)))
         return
-    runs = sweeps.run(config, variants, _WORKDIR.value, loop.train_and_evaluate)
+    runs = sweeps.run(config, variants, _WORKDIR.value, _train_and_report)
     metrics = getattr(module, "METRICS", sweeps.DEFAULT_METRICS)
     rows = sweeps.summarise(runs, metrics, getattr(module, "REFERENCE", None))
     print(sweeps.write_tables(rows, metrics, _WORKDIR.value))

@@ -2,6 +2,8 @@
 
 import os
 
+from mtl_ser.outputs import plots
+
 HEADLINE = ("wa", "ua", "macro_f1", "macro_precision", "macro_recall", "mae", "ccc")
 
 
@@ -50,6 +52,15 @@ def write_report(workdir: str, config, results: dict) -> str:
     ]
     for split, task, metric, value in _headline_rows(results):
         lines.append(f"| {split} | {task} | {metric} | {value:.4f} |")
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(metrics_path):
+        plots.training_curves(
+            plots.read_metrics(metrics_path),
+            config.tasks.split(","),
+            os.path.join(workdir, "curves.png"),
+            title=f"weighting: {config.weighting.name}",
+        )
+        lines += ["", "## Training curves", "", "![Training curves](curves.png)"]
     for split, by_task in results["confusion"].items():
         for task, matrix in by_task.items():
             lines += ["", f"## Confusion matrix: {split}, {task}", ""]
