@@ -72,6 +72,17 @@ def training_curves(
         xlabel="step", ylabel="training loss / first logged", title="Task losses"
     )
     weight_ax.set(xlabel="step", ylabel="weight", title="Task weights")
+    weights = [
+        series[f"train/weight/{t}"][1]
+        for t in task_names
+        if f"train/weight/{t}" in series
+    ]
+    magnitudes = np.abs(np.concatenate(weights)) if weights else np.zeros(0)
+    magnitudes = magnitudes[magnitudes > 0]
+    if magnitudes.size and magnitudes.max() > 100 * magnitudes.min():
+        # Weights spanning orders of magnitude (e.g. DB-MTL scaling a solved
+        # task's vanishing gradient) would flatten every other line.
+        weight_ax.set_yscale("symlog", linthresh=float(magnitudes.min()))
     if cosines:
         cos_ax = axes[0, 2]
         for name in cosines:
