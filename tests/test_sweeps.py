@@ -1,5 +1,6 @@
 """Sweeps: expansion, overrides, resume, tables; the weighting sweep file."""
 
+import glob
 import json
 import os
 import subprocess
@@ -119,3 +120,24 @@ def test_a_real_two_variant_sweep_reports_step_times(smoke_config, tmp_path):
         assert 0.0 <= ua <= 1.0
         assert row["step_time_ms"][0] > 0
     assert rows[0]["relative_step_time"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p
+        for p in glob.glob(os.path.join(ROOT, "configs", "sweeps", "*.py"))
+        if not os.path.basename(p).startswith("_")
+    ),
+)
+def test_every_sweep_file_expands_to_valid_configs(path):
+    from mtl_ser.training import checks
+
+    module = sweeps.load(path)
+    variants = module.get_sweep("smoke")
+    assert variants
+    names = [sweeps.variant_name(v) for v in variants]
+    assert len(set(names)) == len(names), "two variants would share a folder"
+    base = module.get_config("smoke")
+    for overrides in variants:
+        checks.validate_config(sweeps.apply_overrides(base, overrides))
