@@ -99,6 +99,33 @@ def _loss_based_grads(state, batch, rng, *, model, tasks, method):
     return total, grads, aux, {}
 
 
+def _aggregate(method, state, rng, losses, matrix):
+    """The gradient method's GradOutput for per-task gradient rows `matrix`."""
+    return method.aggregate(
+        state.params["weighting"],
+        state.weighting_state,
+        losses,
+        matrix,
+        step=state.step,
+        rng=_method_rng(rng),
+    )
+
+
+def _assemble(out, shared, per_task, losses, matrix, tasks, batch_stats):
+    """(total, grads, aux, stats) from a GradOutput and the shared grads.
+
+    The heads get head_weights[t] times their own task's gradient.
+    """
+    heads = _head_grads(per_task, out.head_weights)
+    grads = {
+        "model": jax.tree_util.tree_map(jnp.add, shared, heads),
+        "weighting": out.param_grads,
+    }
+    stats = _gradient_stats(matrix @ matrix.T, tasks)
+    total = jnp.dot(out.weights, losses)
+    return total, grads, (losses, out.weights, out.state, batch_stats), stats
+
+
 def _param_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
     """Per-task grads of the shared parameters ([T, P]) -> the method's update."""
     num_tasks = len(tasks)
@@ -121,21 +148,9 @@ def _param_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vma
         rows = [vjp_fn(basis[t])[0] for t in range(num_tasks)]
         per_task = jax.tree.map(lambda *g: jnp.stack(g), *rows)
     grads_matrix = _flatten_shared(per_task, num_tasks)  # [T, P]
-    out = method.aggregate(
-        state.params["weighting"],
-        state.weighting_state,
-        losses,
-        grads_matrix,
-        step=state.step,
-        rng=_method_rng(rng),
-    )
+    out = _aggregate(method, state, rng, losses, grads_matrix)
     shared = _unflatten_shared(out.update, state.params["model"])
-    heads = _head_grads(per_task, out.head_weights)
-    model_grads = jax.tree_util.tree_map(jnp.add, shared, heads)
-    stats = _gradient_stats(grads_matrix @ grads_matrix.T, tasks)
-    grads = {"model": model_grads, "weighting": out.param_grads}
-    total = jnp.dot(out.weights, losses)
-    return total, grads, (losses, out.weights, out.state, batch_stats), stats
+    return _assemble(out, shared, per_task, losses, grads_matrix, tasks, batch_stats)
 
 
 def _rep_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
@@ -175,21 +190,9 @@ def _rep_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"
     del per_task_grads
     per_z, per_task = jax.vmap(head_vjp)(jnp.eye(num_tasks, dtype=losses.dtype))
     rep_matrix = per_z.reshape(num_tasks, per_z.shape[1], -1).sum(1)  # [T, D]
-    out = method.aggregate(
-        state.params["weighting"],
-        state.weighting_state,
-        losses,
-        rep_matrix,
-        step=state.step,
-        rng=_method_rng(rng),
-    )
+    out = _aggregate(method, state, rng, losses, rep_matrix)
     (shared,) = trunk_vjp(jnp.tensordot(out.rep_coeffs, per_z, axes=1))
-    heads = _head_grads(per_task, out.head_weights)
-    model_grads = jax.tree_util.tree_map(jnp.add, shared, heads)
-    stats = _gradient_stats(rep_matrix @ rep_matrix.T, tasks)
-    grads = {"model": model_grads, "weighting": out.param_grads}
-    total = jnp.dot(out.weights, losses)
-    return total, grads, (losses, out.weights, out.state, batch_stats), stats
+    return _assemble(out, shared, per_task, losses, rep_matrix, tasks, batch_stats)
 
 
 def train_step(
