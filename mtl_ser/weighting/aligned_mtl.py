@@ -19,12 +19,7 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-from mtl_ser.weighting.base import GradOutput, Method
-
-
-def _no_params(num_tasks):
-    del num_tasks
-    return {}, {}
+from mtl_ser.weighting.base import GradOutput, Method, no_params
 
 
 def aligned_matrix(gram):
@@ -56,7 +51,7 @@ def aligned_mtl_aggregate(params, state, losses, grads, *, step=None, rng=None):
 def make_aligned_mtl(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
     del cfg, tasks, steps_per_epoch
     return Method(
-        "aligned_mtl", _no_params, aggregate=aligned_mtl_aggregate, rep_grad_ok=True
+        "aligned_mtl", no_params, aggregate=aligned_mtl_aggregate, rep_grad_ok=True
     )
 
 

@@ -79,3 +79,9 @@ class Method(NamedTuple):
     @property
     def needs_grads(self) -> bool:
         return self.aggregate is not None
+
+
+def no_params(num_tasks: int):
+    """`init` of a method with neither learnable params nor state."""
+    del num_tasks
+    return {}, {}

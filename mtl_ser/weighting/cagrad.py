@@ -49,7 +49,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from mtl_ser.weighting.base import GradOutput, Method
+from mtl_ser.weighting.base import GradOutput, Method, no_params
 from mtl_ser.weighting.mgda import combine_rows, gram, project_to_simplex
 
 FISTA_ITERS = 100
@@ -204,11 +204,6 @@ def cagrad_aggregate(
     )
 
 
-def _no_params(num_tasks):
-    del num_tasks
-    return {}, {}
-
-
 def make_cagrad(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
     del tasks, steps_per_epoch
     rescale_divisor(cfg.cagrad_alpha, cfg.cagrad_rescale)  # Fails early if bad.
@@ -217,7 +212,7 @@ def make_cagrad(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
         c_alpha=float(cfg.cagrad_alpha),
         rescale=int(cfg.cagrad_rescale),
     )
-    return Method("cagrad", _no_params, aggregate=aggregate)
+    return Method("cagrad", no_params, aggregate=aggregate)
 
 
 # name -> builder(weighting config, tasks, steps_per_epoch) -> Method.

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_ser.weighting import history as history_lib
-from mtl_ser.weighting.base import Method
+from mtl_ser.weighting.base import Method, no_params
 
 
 def equal_combine(params, state, losses, *, step=None, rng=None):
@@ -228,11 +228,6 @@ def famo_after_step(
     return {"logits": xi - step_size * mu / denom, "mu": mu, "nu": nu, "count": count}
 
 
-def _no_params(num_tasks):
-    del num_tasks
-    return {}, {}
-
-
 def _log_var_params(num_tasks, init):
     return {"log_var": jnp.full((num_tasks,), init, jnp.float32)}, {}
 
@@ -253,7 +248,7 @@ def _famo_state(num_tasks):
 
 def make_equal(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
     del cfg, tasks, steps_per_epoch
-    return Method("equal", _no_params, equal_combine)
+    return Method("equal", no_params, equal_combine)
 
 
 def make_fixed(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
@@ -264,9 +259,7 @@ def make_fixed(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
             f"weighting.fixed_weights={cfg.fixed_weights!r}: needs one weight "
             f"per task ({len(tasks)}: {', '.join(t.name for t in tasks)})"
         )
-    return Method(
-        "fixed", _no_params, functools.partial(fixed_combine, weights=weights)
-    )
+    return Method("fixed", no_params, functools.partial(fixed_combine, weights=weights))
 
 
 def _make_uncertainty(cfg, tasks: Sequence, *, revised: bool) -> Method:
@@ -307,12 +300,12 @@ def make_dwa(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
 
 def make_rlw(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
     del cfg, tasks, steps_per_epoch
-    return Method("rlw", _no_params, rlw_combine)
+    return Method("rlw", no_params, rlw_combine)
 
 
 def make_gls(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
     del cfg, tasks, steps_per_epoch
-    return Method("gls", _no_params, gls_combine)
+    return Method("gls", no_params, gls_combine)
 
 
 def make_famo(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:

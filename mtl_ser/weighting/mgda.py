@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtl_ser.weighting.base import GradOutput, Method
+from mtl_ser.weighting.base import GradOutput, Method, no_params
 
 MAX_ITER = 250  # Sener-Koltun iteration budget.
 STOP_CRIT = 1e-5  # Stop when the L1 change of lambda is below this.
@@ -238,11 +238,6 @@ def mgda_aggregate(
     )
 
 
-def _no_params(num_tasks):
-    del num_tasks
-    return {}, {}
-
-
 def make_mgda(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
     del tasks, steps_per_epoch
     if cfg.mgda_normalization not in NORMALIZATIONS:
@@ -251,7 +246,7 @@ def make_mgda(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
             f"choose one of {list(NORMALIZATIONS)}"
         )
     aggregate = functools.partial(mgda_aggregate, normalization=cfg.mgda_normalization)
-    return Method("mgda", _no_params, aggregate=aggregate, rep_grad_ok=True)
+    return Method("mgda", no_params, aggregate=aggregate, rep_grad_ok=True)
 
 
 # name -> builder(weighting config, tasks, steps_per_epoch) -> Method.

@@ -26,7 +26,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from mtl_ser.weighting.base import GradOutput, Method
+from mtl_ser.weighting.base import GradOutput, Method, no_params
 from mtl_ser.weighting.mgda import combine_rows, gram
 
 EPS = 1e-8  # LibMTL's guard in ||g_j||^2 + 1e-8.
@@ -84,14 +84,9 @@ def pcgrad_aggregate(params, state, losses, grads, *, step=None, rng):
     )
 
 
-def _no_params(num_tasks):
-    del num_tasks
-    return {}, {}
-
-
 def make_pcgrad(cfg, tasks: Sequence, steps_per_epoch: int) -> Method:
     del cfg, tasks, steps_per_epoch
-    return Method("pcgrad", _no_params, aggregate=pcgrad_aggregate)
+    return Method("pcgrad", no_params, aggregate=pcgrad_aggregate)
 
 
 # name -> builder(weighting config, tasks, steps_per_epoch) -> Method.
