@@ -45,6 +45,7 @@ def get_config(arg=None):
     c.data.batch_size = 32  # Global training batch (divisible by device count).
     c.data.eval_batch_size = 64  # Global evaluation batch (windows).
     c.data.normalize = True  # Per-mel-band mean/std from the training split only.
+    c.data.bad_audio = "exclude"  # Unusable files: "exclude" (excluded.tsv) or "fail".
 
     # Tasks: the first is the main one (utterances without its label are dropped;
     # other missing labels are masked out of their task's loss).
@@ -110,6 +111,18 @@ def get_config(arg=None):
     c.train.best_metric = "val/ua/emotion"  # Chooses the best checkpoint (max).
     c.train.progress_bar = True  # tqdm bar on process 0.
     c.train.tensorboard = True  # TensorBoard event files beside metrics.jsonl.
+    # A step whose loss or gradient is NaN/Inf is never applied. "stop": the run
+    # stops at the next log step, naming the step and task and writing
+    # nonfinite_step<N>.json; "skip": the batch is skipped and counted.
+    c.train.on_nonfinite = "stop"
+    c.train.max_skipped_steps = 10  # "skip": stop as "stop" does beyond this many.
+    # Fault injection (reliability tests): task `nan_task`'s loss is NaN at step
+    # `nan_step` (1-based; 0 disables it).
+    c.train.nan_step = 0
+    c.train.nan_task = ""
+    # Another process of the same workdir is presumed dead when its lock file has
+    # not been refreshed (at every log step) for this long.
+    c.train.lock_stale_after_s = 600.0
 
     if arg.smoke:  # Tiny run for tests and laptops.
         smoke(c)

@@ -25,6 +25,11 @@ _RESAMPLE_KWARGS = (
 # one of these placeholders, so neither value means "truncated".
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 
+# Half the telephone rate: below it no speech band is left to learn from, and a
+# corrupt header's rate (0 Hz, 1 Hz) would divide by zero or upsample a file
+# a thousandfold.
+_MIN_SAMPLE_RATE = 4_000
+
 
 class AudioError(ValueError):
     """An audio file cannot be used; the message names the file and the problem."""
@@ -46,7 +51,8 @@ def load_audio(path: "str | os.PathLike[str]", sample_rate: int) -> np.ndarray:
 
     Raises:
         AudioError: the file is missing, empty, unreadable, not audio, truncated,
-            has no samples, holds NaN/Inf samples, or is entirely silent (zero).
+            has a sample rate below 4 kHz, has no samples, holds NaN/Inf
+            samples, or is entirely silent (zero).
         ValueError: `sample_rate` is not a positive integer.
     """
     if int(sample_rate) != sample_rate or sample_rate <= 0:
@@ -55,6 +61,11 @@ def load_audio(path: "str | os.PathLike[str]", sample_rate: int) -> np.ndarray:
     _check_file(path)
     _check_wav_truncation(path)
     wave, native_rate = _decode(path)
+    if native_rate < _MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: unsupported sample rate {native_rate} Hz "
+            f"(at least {_MIN_SAMPLE_RATE} Hz)"
+        )
     wave = _downmix(wave)
     _check_samples(wave, path)
     if native_rate != sample_rate:

@@ -4,13 +4,21 @@ Layout of `<cache_dir>/<key>/`: `features.npy` holds every utterance's log-mel
 frames concatenated along time ([sum T, n_mels] float32, memory-mapped for random
 access by Grain) and `index.json` holds uids, offsets and lengths. The key hashes
 the feature config and the corpus files (path, size, mtime), so any change
-recomputes. The folder is built under a temporary name and renamed into place,
-so an interrupted build is never read as complete.
+recomputes. Files whose audio cannot be used (`audio.AudioError`) are left out
+of the store and listed with their reasons in `index.json`, so that a cache hit
+reports the same exclusions as the build did.
+
+The folder is built under a temporary name and renamed into place, so an
+interrupted build is never read as complete. The temporary name carries the
+builder's host and pid: a build removes those left by dead processes of its host
+(killed with -9, out of memory) and never those of a live one.
 """
 
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 from typing import Sequence
@@ -19,6 +27,11 @@ import numpy as np
 
 from mtl_ser.data import audio, features
 from mtl_ser.data.corpora.base import Utterance
+
+# What build_cache does with an unusable file (config field data.bad_audio).
+BAD_AUDIO_POLICIES = ("exclude", "fail")
+
+_HOST = socket.gethostname()
 
 
 class FeatureStore:
@@ -32,6 +45,9 @@ class FeatureStore:
         self.offsets = np.asarray(index["offsets"], np.int64)
         self.lengths = np.asarray(index["lengths"], np.int64)
         self.row_of = {uid: i for i, uid in enumerate(self.uids)}
+        # (uid, path, reason) of each file left out, in corpus order; caches
+        # written before exclusions existed had none.
+        self.excluded = tuple(tuple(e) for e in index.get("excluded", ()))
         self._frames = None
 
     @property
@@ -59,56 +75,103 @@ def feature_params(cfg) -> dict:
 def _corpus_fingerprint(utterances: Sequence[Utterance]) -> list:
     out = []
     for u in sorted(utterances, key=lambda u: u.uid):
-        st = os.stat(u.path)
-        out.append([u.uid, u.path, st.st_size, st.st_mtime_ns])
+        try:
+            st = os.stat(u.path)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:  # A missing file is excluded by the build, which says why.
+            size = mtime = None
+        out.append([u.uid, u.path, size, mtime])
     return out
 
 
 def utterance_features(path: str, cfg) -> np.ndarray:
-    """Decode, resample, trim and log-mel one file: [T, n_mels] float32."""
+    """Decode, resample, trim and log-mel one file: [T, n_mels] float32.
+
+    Raises:
+      audio.AudioError: the file cannot be used; the message names it.
+    """
     wave = audio.load_audio(path, cfg.sample_rate)
-    wave = audio.trim_silence(wave, cfg.trim_top_db, cfg.n_fft, cfg.hop_length)
-    return features.log_mel(
-        wave,
-        sample_rate=cfg.sample_rate,
-        n_fft=cfg.n_fft,
-        hop_length=cfg.hop_length,
-        n_mels=cfg.n_mels,
-        fmin=cfg.fmin,
-        fmax=cfg.fmax,
-        top_db=cfg.top_db,
-    )
+    with np.errstate(over="ignore", invalid="ignore"):  # Reported below.
+        wave = audio.trim_silence(wave, cfg.trim_top_db, cfg.n_fft, cfg.hop_length)
+        mel = features.log_mel(
+            wave,
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            n_mels=cfg.n_mels,
+            fmin=cfg.fmin,
+            fmax=cfg.fmax,
+            top_db=cfg.top_db,
+        )
+    # Finite float samples far outside [-1, 1] overflow the float32 power.
+    if not np.all(np.isfinite(mel)):
+        peak = float(np.max(np.abs(wave)))
+        raise audio.AudioError(
+            f"{path}: non-finite log-mel features (peak |sample| {peak:.3g})"
+        )
+    return mel
 
 
-def build_cache(utterances: Sequence[Utterance], cfg, *, verbose=True) -> FeatureStore:
+def build_cache(
+    utterances: Sequence[Utterance], cfg, *, bad_audio="exclude", verbose=True
+) -> FeatureStore:
     """Returns the feature store for these utterances, computing it if needed.
+
+    A file that cannot be used (see `utterance_features`) is left out of the
+    store and listed in `store.excluded`, on a cache hit as on the build.
 
     Args:
       utterances: the corpus (all splits: features do not depend on the split).
       cfg: the `features` sub-config.
+      bad_audio: "exclude" unusable files, or "fail" on the first one.
       verbose: print one line when building.
 
     Returns:
-      A FeatureStore whose rows follow the order of `utterances`.
+      A FeatureStore with one row per usable utterance, in their order.
+
+    Raises:
+      audio.AudioError: naming the file: `bad_audio` is "fail" and a file is
+        unusable, or no file is usable.
     """
+    if bad_audio not in BAD_AUDIO_POLICIES:
+        raise ValueError(
+            f"data.bad_audio={bad_audio!r}: choose one of {BAD_AUDIO_POLICIES}"
+        )
+    if not utterances:
+        raise ValueError("build_cache: no utterances to compute features of")
     key = features.feature_config_key(
         {"features": feature_params(cfg), "corpus": _corpus_fingerprint(utterances)}
     )
     final = os.path.join(cfg.cache_dir, key)
-    if os.path.exists(os.path.join(final, "index.json")):
-        return FeatureStore(final)
+    if not os.path.exists(os.path.join(final, "index.json")):
+        _build(utterances, cfg, final, fail=bad_audio == "fail", verbose=verbose)
+    store = FeatureStore(final)
+    if bad_audio == "fail" and store.excluded:
+        _, path, reason = store.excluded[0]
+        raise audio.AudioError(
+            f"{path}: {reason} (recorded in the feature cache {final}; "
+            "data.bad_audio='fail')"
+        )
+    return store
+
+
+def _build(utterances, cfg, final: str, *, fail: bool, verbose: bool):
+    """Computes the store into a temporary folder, then renames it to `final`."""
     os.makedirs(cfg.cache_dir, exist_ok=True)
+    _remove_dead_builds(cfg.cache_dir)
     if verbose:
         print(f"Computing log-mels of {len(utterances)} files into {final}", flush=True)
-    tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=cfg.cache_dir)
+    mels, uids, excluded = _compute(utterances, cfg, fail=fail)
+    lengths = [len(m) for m in mels]
+    key = os.path.basename(final)
+    tmp = tempfile.mkdtemp(prefix=f".{key}-{_HOST}-{os.getpid()}-", dir=cfg.cache_dir)
     try:
-        mels = [utterance_features(u.path, cfg) for u in utterances]
-        lengths = [len(m) for m in mels]
         np.save(os.path.join(tmp, "features.npy"), np.concatenate(mels, 0))
         index = {
-            "uids": [u.uid for u in utterances],
+            "uids": uids,
             "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist(),
             "lengths": lengths,
+            "excluded": excluded,
             "features": feature_params(cfg),
         }
         with open(os.path.join(tmp, "index.json"), "w") as f:
@@ -121,5 +184,54 @@ def build_cache(utterances: Sequence[Utterance], cfg, *, verbose=True) -> Featur
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if verbose:
-        print(f"Cached {sum(lengths)} frames", file=sys.stdout, flush=True)
-    return FeatureStore(final)
+        left_out = f"; {len(excluded)} unusable files left out" if excluded else ""
+        print(f"Cached {sum(lengths)} frames{left_out}", file=sys.stdout, flush=True)
+
+
+def _compute(utterances, cfg, *, fail: bool):
+    """(log-mels, uids) of the usable files and [uid, path, reason] of the rest."""
+    mels, uids, excluded = [], [], []
+    for u in utterances:
+        try:
+            mels.append(utterance_features(u.path, cfg))
+            uids.append(u.uid)
+        except audio.AudioError as e:
+            if fail:
+                raise
+            excluded.append([u.uid, u.path, _reason(e, u.path)])
+    if not mels:
+        _, path, reason = excluded[0]
+        raise audio.AudioError(
+            f"none of the {len(utterances)} audio files is usable; "
+            f"the first: {path}: {reason}"
+        )
+    return mels, uids, excluded
+
+
+def _reason(error: audio.AudioError, path: str) -> str:
+    """The problem alone, on one line: the message without its leading path."""
+    text = str(error)
+    if text.startswith(f"{path}: "):
+        text = text[len(path) + 2 :]
+    return " ".join(text.split())
+
+
+def _remove_dead_builds(cache_dir: str):
+    """Removes the temporary folders of this host's builds that were killed."""
+    if os.name != "posix":  # os.kill(pid, 0) probes a process only on POSIX.
+        return
+    pattern = re.compile(rf"\.[0-9a-f]+-{re.escape(_HOST)}-(\d+)-[^-]*$")
+    for name in os.listdir(cache_dir):
+        match = pattern.match(name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, and another user's.
+        return True
+    return True

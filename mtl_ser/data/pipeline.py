@@ -5,7 +5,10 @@ A batch is a dict: `x` [B, T, F, 1] float32 normalised log-mel, `labels` and
 its split; -1 for evaluation padding). This module knows no devices.
 """
 
+import collections
 import dataclasses
+import os
+import re
 from typing import Sequence
 
 import grain
@@ -13,6 +16,7 @@ import numpy as np
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import cache, corpora, splits
+from mtl_ser.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Data:
     # Regression task -> (mean, std) of its training labels. The model learns
     # standardised targets; evaluation maps predictions back (`unstandardise`).
     target_stats: dict
+    # (uid, path, reason) of each utterance excluded for unusable audio.
+    excluded: tuple = ()
 
     def unstandardise(self, predictions: dict) -> dict:
         """Maps regression predictions back to label units."""
@@ -59,30 +65,47 @@ class Data:
 
 
 def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data:
-    """Corpus -> speaker-independent splits -> cached features -> statistics.
+    """Corpus -> cached features -> speaker-independent splits -> statistics.
+
+    Files with unusable audio are excluded before the split (`Data.excluded`),
+    or stop the build when `config.data.bad_audio` is "fail".
 
     Args:
       config: the full config (reads corpus, split, features, data).
       tasks: the task tuple; utterances without a label for tasks[0] are dropped.
-      verbose: print the split summary.
+      verbose: print the split summary, and the exclusions by kind.
 
     Returns:
       A Data.
+
+    Raises:
+      AudioError: a file is unusable and data.bad_audio is "fail", or no file
+        is usable; the message names the file.
     """
     utterances = corpora.load_corpus(config.corpus)
     main = tasks[0]
     kept = [u for u in utterances if _has_label(main, u)]
-    store = cache.build_cache(kept, config.features, verbose=verbose)
-    parts = splits.holdout_split(
-        kept,
-        splits.parse_speakers(config.split.val_speakers),
-        splits.parse_speakers(config.split.test_speakers),
+    val_speakers = splits.parse_speakers(config.split.val_speakers)
+    test_speakers = splits.parse_speakers(config.split.test_speakers)
+    splits.holdout_split(kept, val_speakers, test_speakers)  # Fails before caching.
+    store = cache.build_cache(
+        kept, config.features, bad_audio=config.data.bad_audio, verbose=verbose
     )
+    unusable = {uid for uid, _, _ in store.excluded}
+    usable = [u for u in kept if u.uid not in unusable]
+    try:
+        parts = splits.holdout_split(usable, val_speakers, test_speakers)
+    except ConfigError as e:
+        raise ConfigError(
+            f"{e} (after excluding {len(unusable)} unusable files)"
+        ) from e
     split_data = {name: _split_data(store, us, tasks) for name, us in parts.items()}
     mean, std = band_statistics(split_data["train"])
     if not config.data.normalize:
         mean, std = np.zeros_like(mean), np.ones_like(std)
     if verbose:
+        if store.excluded:
+            print(excluded_summary(store.excluded, len(kept)), flush=True)
         sizes = ", ".join(f"{k} {len(v)}" for k, v in split_data.items())
         print(f"Corpus {config.corpus.name}: {sizes} utterances", flush=True)
     return Data(
@@ -91,7 +114,50 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
         std,
         len(utterances) - len(kept),
         target_statistics(split_data["train"], tasks),
+        excluded=store.excluded,
     )
+
+
+def excluded_summary(excluded: Sequence[tuple], total: int) -> str:
+    """One line counting the excluded files by kind of problem.
+
+    E.g. "Excluded 3 of 51 audio files as unusable (see excluded.tsv): truncated
+    WAV file (2), empty file (1)".
+
+    Args:
+      excluded: (uid, path, reason) tuples, as Data.excluded.
+      total: the number of files there were.
+    """
+    # The kind is the reason without its particulars: "empty file (0 bytes)".
+    kinds = collections.Counter(
+        re.split(r" \(|;", reason)[0] for _, _, reason in excluded
+    )
+    counts = ", ".join(f"{kind} ({n})" for kind, n in kinds.most_common())
+    return (
+        f"Excluded {len(excluded)} of {total} audio files as unusable "
+        f"(see excluded.tsv): {counts}"
+    )
+
+
+def write_excluded(workdir: str, data: Data) -> "str | None":
+    """Writes `<workdir>/excluded.tsv` (uid, path, reason) if any were excluded.
+
+    Otherwise removes an excluded.tsv left by an earlier run on other files.
+
+    Returns:
+      The file's path, or None when nothing was excluded.
+    """
+    path = os.path.join(workdir, "excluded.tsv")
+    if not data.excluded:
+        if os.path.exists(path):
+            os.remove(path)
+        return None
+    with open(path + ".tmp", "w") as f:
+        f.write("uid\tpath\treason\n")
+        for row in data.excluded:
+            f.write("\t".join(re.sub(r"[\t\r\n]", " ", str(v)) for v in row) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
 
 
 def _has_label(task, utterance) -> bool:
@@ -210,11 +276,32 @@ def train_dataset(
         raise ValueError(
             f"data.batch_size={batch_size}: not divisible by {process_count} processes"
         )
-    ds = grain.MapDataset.range(len(split)).seed(seed).shuffle().repeat(None)
-    ds = ds[process_index::process_count]
+    ds = _train_order(len(split), seed, process_index, process_count)
     ds = ds.random_map(RandomCrop(split, data, crop))
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     return ds.to_iter_dataset()
+
+
+def _train_order(n: int, seed: int, process_index: int, process_count: int):
+    """This process's endless sequence of split indices (see train_dataset)."""
+    ds = grain.MapDataset.range(n).seed(seed).shuffle().repeat(None)
+    return ds[process_index::process_count]
+
+
+def train_batch_indices(
+    n: int, *, batch_size: int, seed: int, step: int, process_count: int = 1
+) -> np.ndarray:
+    """Split indices of the global training batch of 1-based `step`: [batch_size].
+
+    Process p's rows come p-th, as in the global batch the step sees; the
+    indices are those train_dataset gives, without reading any features.
+    """
+    local = batch_size // process_count
+    rows = []
+    for p in range(process_count):
+        order = _train_order(n, seed, p, process_count)
+        rows.extend(order[(step - 1) * local + i] for i in range(local))
+    return np.asarray(rows, np.int64)
 
 
 def eval_windows(split: SplitData, crop: int, hop: int) -> np.ndarray:

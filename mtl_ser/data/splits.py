@@ -3,6 +3,7 @@
 from typing import Sequence
 
 from mtl_ser.data.corpora.base import Utterance
+from mtl_ser.errors import ConfigError
 
 
 def holdout_split(
@@ -21,18 +22,18 @@ def holdout_split(
       {"train": [...], "val": [...], "test": [...]}, each in corpus order.
 
     Raises:
-      ValueError: a speaker is in both held-out lists, or is not in the corpus,
-        or a split would be empty.
+      ConfigError: a speaker is in both held-out lists, or is not in the
+        corpus, or a split would be empty.
     """
     val, test = set(val_speakers), set(test_speakers)
     if val & test:
-        raise ValueError(
+        raise ConfigError(
             f"split: speakers {sorted(val & test)} are in both val and test"
         )
     present = {u.speaker for u in utterances}
     for field, wanted in (("val_speakers", val), ("test_speakers", test)):
         if wanted - present:
-            raise ValueError(
+            raise ConfigError(
                 f"split.{field}: speakers {sorted(wanted - present)} are not in the "
                 f"corpus (it has {sorted(present)})"
             )
@@ -43,7 +44,7 @@ def holdout_split(
     }
     for name, members in splits.items():
         if not members:
-            raise ValueError(f"split: the {name} split is empty")
+            raise ConfigError(f"split: the {name} split is empty")
     return splits
 
 

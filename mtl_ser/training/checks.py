@@ -6,10 +6,7 @@ import jax
 
 from mtl_ser import models, tasks, weighting
 from mtl_ser.data import corpora
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field and the fix."""
+from mtl_ser.errors import ConfigError
 
 
 def _require(ok: bool, message: str):
@@ -67,13 +64,35 @@ def validate_config(config):
         )
     for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
         _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
+    _require(
+        c.train.on_nonfinite in ("stop", "skip"),
+        f"train.on_nonfinite={c.train.on_nonfinite!r}: choose 'stop' or 'skip'",
+    )
+    _require(
+        c.train.max_skipped_steps >= 0,
+        f"train.max_skipped_steps={c.train.max_skipped_steps}: must be >= 0",
+    )
+    _require(c.train.nan_step >= 0, f"train.nan_step={c.train.nan_step}: >= 0")
+    _require(
+        c.train.nan_task in ("",) + tuple(c.tasks.split(",")),
+        f"train.nan_task={c.train.nan_task!r}: not one of tasks={c.tasks!r}",
+    )
     _require(c.data.crop_frames > 0, f"data.crop_frames={c.data.crop_frames}: > 0")
     _require(c.data.eval_hop_frames > 0, "data.eval_hop_frames: must be > 0")
+    _require(
+        c.data.bad_audio in ("exclude", "fail"),
+        f"data.bad_audio={c.data.bad_audio!r}: choose 'exclude' or 'fail'",
+    )
     try:
         task_list = tasks.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
-        weighting.make_method(c.weighting, task_list)
+        method = weighting.make_method(c.weighting, task_list)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _require(
+        not method.needs_grads or len(task_list) > 1,
+        f"weighting.name={c.weighting.name!r}: a gradient method needs 2 or more "
+        f"tasks (tasks={c.tasks!r}); use 'equal' for a single task",
+    )
     _require(
         c.regression_loss in ("mse", "ccc"),
         f"regression_loss={c.regression_loss!r}: choose 'mse' or 'ccc'",

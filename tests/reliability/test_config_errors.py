@@ -1,0 +1,68 @@
+"""Guarantee 5: config and environment errors fail before any work, in one line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mtl_ser.training import checks, loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"tasks": "emotion", "weighting.name": "mgda"}, "weighting.name='mgda'"),
+        ({"data.batch_size": 6}, "data.batch_size=6"),  # 4 devices.
+        ({"corpus.name": "emodb", "corpus.root": "/no/such/dir"}, "corpus.root="),
+        ({"split.test_speakers": "spk99"}, "split.test_speakers"),
+        (
+            {"split.val_speakers": "spk00", "split.test_speakers": ALL_SPEAKERS[6:]},
+            "train split is empty",
+        ),
+        ({"train.on_nonfinite": "ignore"}, "train.on_nonfinite='ignore'"),
+        ({"train.nan_task": "gender2"}, "train.nan_task='gender2'"),
+        ({"data.bad_audio": "skip"}, "data.bad_audio='skip'"),
+    ],
+)
+def test_impossible_configs_fail_in_one_line_before_any_work(
+    smoke_config, tmp_path, overrides, field
+):
+    for key, value in overrides.items():
+        *sections, name = key.split(".")
+        node = smoke_config
+        for section in sections:
+            node = node[section]
+        node[name] = value
+    workdir = tmp_path / "run"
+    with pytest.raises(checks.ConfigError) as error:
+        loop.train_and_evaluate(smoke_config, str(workdir))
+    message = str(error.value)
+    assert field in message and "\n" not in message
+    assert not workdir.exists()  # Nothing written, the next fixed run is clean.
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("--config.model.width=wide", "--config.model.width=wide"),  # Wrong type.
+        ("--config.trian.num_steps=5", "trian"),  # Unknown key.
+    ],
+)
+def test_flag_errors_name_the_field(override, field, tmp_path):
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--config=configs/synthetic.py:smoke",
+        f"--workdir={tmp_path / 'run'}",
+        override,
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert any(field in line for line in lines[-2:]), proc.stderr
+    assert not (tmp_path / "run").exists()
