@@ -9,7 +9,6 @@
       --workdir=runs/weighting [--sweep.print_commands]
 """
 
-import os
 import sys
 
 from absl import app, flags, logging
@@ -27,18 +26,26 @@ _PRINT_COMMANDS = flags.DEFINE_bool(
     False,
     "With --mode=sweep: print one launch command per variant and exit.",
 )
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change",
+    False,
+    "Resume a workdir made with another config (the difference is printed).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
+
+# Exit statuses besides 0 (done) and 1 (a crash): see the README's Reliability.
+EXIT_CONFIG = 2  # The config or the workdir cannot work; nothing was done.
+EXIT_NONFINITE = 3  # Stopped on a non-finite loss; the diagnostic is named.
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-    import jax  # Imported after flag parsing so `--help` stays fast.
 
-    from mtl_ser.training import checks, loop
+    from mtl_ser.training import checks, distributed, faults, loop, preemption
+    from mtl_ser.training import workdir as workdir_lib
 
-    if _is_multihost_env():
-        jax.distributed.initialize()
+    distributed.maybe_initialize()
     config = _CONFIG.value
     try:
         if _MODE.value == "sweep":
@@ -50,7 +57,18 @@ def main(argv):
                 config, _WORKDIR.value, loop.evaluate_workdir(config, _WORKDIR.value)
             )
     except checks.ConfigError as e:
-        sys.exit(f"Config error: {e}")
+        _exit(EXIT_CONFIG, f"Config error: {e}")
+    except workdir_lib.WorkdirError as e:
+        _exit(EXIT_CONFIG, f"Workdir error: {e}")
+    except preemption.Preempted as e:
+        _exit(preemption.EXIT_PREEMPTED, f"Preempted: {e}")
+    except faults.NonFiniteError as e:
+        _exit(EXIT_NONFINITE, f"Stopped: {e}")
+
+
+def _exit(status: int, message: str):
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def _report(config, workdir, results):
@@ -67,7 +85,10 @@ def _report(config, workdir, results):
 def _train_and_report(config, workdir):
     from mtl_ser.training import loop
 
-    _report(config, workdir, loop.train_and_evaluate(config, workdir))
+    results = loop.train_and_evaluate(
+        config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value
+    )
+    _report(config, workdir, results)
 
 
 def _sweep(config):
@@ -94,10 +115,6 @@ def _sweep(config):
     metrics = getattr(module, "METRICS", sweeps.DEFAULT_METRICS)
     rows = sweeps.summarise(runs, metrics, getattr(module, "REFERENCE", None))
     print(sweeps.write_tables(rows, metrics, _WORKDIR.value))
-
-
-def _is_multihost_env() -> bool:
-    return any(k in os.environ for k in ("SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS"))
 
 
 if __name__ == "__main__":

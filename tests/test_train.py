@@ -7,7 +7,6 @@ import sys
 
 import chex
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
@@ -112,19 +111,6 @@ def test_run_writes_metrics_results_and_checkpoints(smoke_config, tmp_path):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
     assert os.listdir(os.path.join(workdir, "best"))
     assert len(results["confusion"]["test"]["emotion"]) == 4
-
-
-def test_nan_loss_stops_with_step_and_task(smoke_config, tmp_path, monkeypatch):
-    real = step_lib.train_step
-
-    def poisoned(state, batch, **kw):
-        batch["labels"]["arousal"] = batch["labels"]["arousal"] * np.nan
-        return real(state, batch, **kw)
-
-    monkeypatch.setattr(step_lib, "train_step", poisoned)
-    with pytest.raises(FloatingPointError, match=r"step 2: .*arousal"):
-        loop.train_and_evaluate(smoke_config, str(tmp_path / "run"))
-    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "2")
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,23 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm import tqdm
 
 from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import pipeline
-from mtl_ser.training import checkpointing, checks, evaluate, optim, sharding
+from mtl_ser.training import (
+    checkpointing,
+    checks,
+    evaluate,
+    faults,
+    optim,
+    preemption,
+    sharding,
+)
 from mtl_ser.training import state as state_lib
 from mtl_ser.training import step as step_lib
+from mtl_ser.training import workdir as workdir_lib
 from mtl_ser.training import writer as writer_lib
 
 
@@ -74,6 +82,8 @@ def build_steps(config, tasks, mesh, *, steps_per_epoch: int = 1, method=None) -
             schedule=optim.make_schedule(c.optim, c.train.num_steps),
             rep_grad=c.weighting.rep_grad,
             per_task_grads=c.weighting.per_task_grads,
+            skip_nonfinite=c.train.on_nonfinite == "skip",
+            nan_at=_nan_at(c.train, tasks),
         ),
         in_shardings=(state_sharding, batch_sh),
         out_shardings=(state_sharding, repl),
@@ -85,6 +95,15 @@ def build_steps(config, tasks, mesh, *, steps_per_epoch: int = 1, method=None) -
         out_shardings=repl,
     )
     return Steps(model, state, state_sharding, train_fn, eval_fn)
+
+
+def _nan_at(train_cfg, tasks):
+    """(step, task index) of the injected NaN loss (train.nan_step), or None."""
+    if not train_cfg.nan_step:
+        return None
+    names = [t.name for t in tasks]
+    task = train_cfg.nan_task or names[0]
+    return (int(train_cfg.nan_step), names.index(task))
 
 
 class Experiment:
@@ -143,109 +162,178 @@ class Experiment:
         return evaluate.split_metrics(prefix, self.tasks, split, preds)
 
 
-def check_finite(metrics: dict, step: int, tasks):
-    """Raises FloatingPointError naming the step and the non-finite task losses."""
-    bad = [t.name for t in tasks if not np.isfinite(metrics[f"train/loss/{t.name}"])]
-    if bad or not np.isfinite(metrics["train/grad_norm"]):
-        what = f"loss of task(s) {', '.join(bad)}" if bad else "gradient norm"
-        raise FloatingPointError(
-            f"step {step}: non-finite {what}; stopping before it reaches a "
-            "checkpoint (the latest saved checkpoint is intact)"
-        )
-
-
-def train_and_evaluate(config, workdir: str, *, stop_at=None):
+def train_and_evaluate(
+    config, workdir: str, *, stop_at=None, allow_config_change: bool = False
+):
     """Trains (resuming from `workdir` if it holds a checkpoint) and evaluates.
 
     Args:
       config: the full config.
       workdir: where checkpoints, metrics.jsonl and results.json go.
       stop_at: stop after this step with a checkpoint, as if preempted (tests).
+      allow_config_change: resume a workdir made with another config.
 
     Returns:
       The results dict (also written to results.json), or None if stopped early.
+
+    Raises:
+      preemption.Preempted: SIGTERM/SIGINT; a checkpoint was saved first.
+      faults.NonFiniteError: a non-finite loss or gradient (see train.on_nonfinite).
+      workdir_lib.WorkdirError: the workdir is in use, or has another config.
     """
-    exp = Experiment(config)
-    c = config
+    checks.validate_config(config)  # Before the workdir exists.
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), c.to_dict())
-    ckpt = checkpointing.Checkpointer(
-        workdir, keep=c.train.keep_checkpoints, best_metric=c.train.best_metric
-    )
-    train_iter = exp.train_iterator()
-    state = exp.state
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore_latest(state, train_iter)
-        print(f"Resumed from step {ckpt.latest_step()} in {workdir}", flush=True)
-    writer = writer_lib.MetricWriter(workdir, tensorboard=c.train.tensorboard)
-    state = _train(exp, state, train_iter, ckpt, writer, stop_at)
-    ckpt.wait()
-    if state is None:
-        ckpt.close()
-        writer.close()
-        return None
-    results = final_evaluation(exp, state, ckpt)
-    writer.write(c.train.num_steps, results["scalars"])
-    writer.close()
-    ckpt.close()
-    _write_json(os.path.join(workdir, "results.json"), results)
+    try:
+        return _locked_train_and_evaluate(
+            config, workdir, stop_at=stop_at, allow_config_change=allow_config_change
+        )
+    except (checks.ConfigError, workdir_lib.WorkdirError):
+        workdir_lib.remove_if_empty(workdir)
+        raise
+
+
+def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change):
+    c = config
+    with (
+        workdir_lib.Lock(workdir, stale_after_s=c.train.lock_stale_after_s) as lock,
+        preemption.StopRequests() as stops,
+    ):
+        config_dict = c.to_dict()
+        workdir_lib.check_config(workdir, config_dict, allow_change=allow_config_change)
+        exp = Experiment(config)  # Config errors found here leave no trace.
+        workdir_lib.save_config(workdir, config_dict)
+        if jax.process_index() == 0:
+            path = pipeline.write_excluded(workdir, exp.data)  # Or removes one.
+            if path:
+                print(f"Unusable files listed in {path}", flush=True)
+        ckpt = checkpointing.Checkpointer(
+            workdir, keep=c.train.keep_checkpoints, best_metric=c.train.best_metric
+        )
+        train_iter = exp.train_iterator()
+        state = exp.state
+        if ckpt.latest_step() is not None:
+            state = ckpt.restore_latest(state, train_iter)
+            print(f"Resumed from step {ckpt.latest_step()} in {workdir}", flush=True)
+        writer = writer_lib.MetricWriter(
+            workdir,
+            tensorboard=c.train.tensorboard,
+            after_step=int(jax.device_get(state.step)),
+        )
+        loop = _Loop(exp, workdir, ckpt, writer, lock, stops)
+        try:
+            state = loop.train(state, train_iter, stop_at)
+            if state is not None:
+                results = final_evaluation(exp, state, ckpt)
+                writer.write(c.train.num_steps, results["scalars"])
+        finally:
+            ckpt.close()  # Waits for the saves in flight.
+            writer.close()
+        if state is None:
+            return None
+        _write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
-def _train(exp, state, train_iter, ckpt, writer, stop_at):
-    """The step loop; returns the final state, or None when stopped at stop_at."""
-    c = exp.config
-    start, end = int(jax.device_get(state.step)), c.train.num_steps
-    bar = tqdm(
-        total=end,
-        initial=start,
-        disable=not c.train.progress_bar or jax.process_index() != 0,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    last_step, last_time = start, time.perf_counter()
-    timed_steps, timed_seconds = 0, 0.0  # Excludes compilation, eval, saving.
-    for done in range(start + 1, end + 1):
-        batch = sharding.from_process_local(next(train_iter), exp.mesh)
-        with jax.transfer_guard("disallow"):
-            state, metrics = exp.train_fn(state, batch)
-        bar.update(1)
-        save = done % c.train.checkpoint_every == 0 or done in (end, stop_at)
-        run_eval = done % c.train.eval_every == 0 or done == end
-        if save or run_eval or done % c.train.log_every == 0:
-            metrics = jax.device_get(metrics)
-            check_finite(metrics, done, exp.tasks)
-            now = time.perf_counter()
-            metrics["train/samples_per_sec"] = (
-                (done - last_step) * c.data.batch_size / (now - last_time)
+class _Loop:
+    """The step loop of one training session and what it talks to."""
+
+    def __init__(self, exp, workdir, ckpt, writer, lock, stops):
+        self.exp, self.workdir = exp, workdir
+        self.ckpt, self.writer, self.lock, self.stops = ckpt, writer, lock, stops
+
+    def train(self, state, train_iter, stop_at):
+        """Runs to the last step; returns the final state, or None at stop_at.
+
+        Raises Preempted after saving when a stop was requested.
+        """
+        exp, ckpt, writer = self.exp, self.ckpt, self.writer
+        c = exp.config
+        start, end = int(jax.device_get(state.step)), c.train.num_steps
+        bar = tqdm(
+            total=end,
+            initial=start,
+            disable=not c.train.progress_bar or jax.process_index() != 0,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        last_step, last_time = start, time.perf_counter()
+        timed_steps, timed_seconds = 0, 0.0  # Excludes compilation, eval, saving.
+        for done in range(start + 1, end + 1):
+            batch = sharding.from_process_local(next(train_iter), exp.mesh)
+            with jax.transfer_guard("disallow"):
+                state, metrics = exp.train_fn(state, batch)
+            bar.update(1)
+            stop = self.stops.requested(done)
+            save = done % c.train.checkpoint_every == 0 or done in (end, stop_at)
+            save = save or stop is not None
+            run_eval = (done % c.train.eval_every == 0 or done == end) and not stop
+            if save or run_eval or done % c.train.log_every == 0:
+                metrics = jax.device_get(metrics)
+                self.check_faults(state)  # Before anything is saved.
+                self.lock.refresh()
+                now = time.perf_counter()
+                metrics["train/samples_per_sec"] = (
+                    (done - last_step) * c.data.batch_size / (now - last_time)
+                )
+                if last_step > start:  # The first interval holds the compilation.
+                    timed_steps += done - last_step
+                    timed_seconds += now - last_time
+                last_step, last_time = done, now
+                writer.write(done, metrics)
+                bar.set_postfix(
+                    loss=f"{metrics['train/loss/total']:.3f}",
+                    samples_per_s=f"{metrics['train/samples_per_sec']:.0f}",
+                )
+            if run_eval:
+                scalars, _ = exp.evaluate(state, "val", "val")
+                writer.write(done, scalars)
+                ckpt.save_best(done, state, scalars)
+                bar.write(
+                    f"step {done}: {c.train.best_metric} = "
+                    f"{scalars[c.train.best_metric]:.4f}"
+                )
+            if save:
+                ckpt.save_latest(done, state, train_iter, c.to_dict())
+            if run_eval or save:
+                last_time = time.perf_counter()  # Time steps only.
+            if stop is not None:
+                bar.close()
+                ckpt.wait()
+                raise preemption.Preempted(done, stop)
+            if done == stop_at:
+                bar.close()
+                return None
+        bar.close()
+        exp.step_time_ms = 1e3 * timed_seconds / timed_steps if timed_steps else None
+        return state
+
+    def check_faults(self, state):
+        """Stops the run (after a diagnostic) on a non-finite step; see faults."""
+        c, names = self.exp.config, [t.name for t in self.exp.tasks]
+
+        def describe():
+            split = self.exp.data.splits["train"]
+            rows = pipeline.train_batch_indices(
+                len(split),
+                batch_size=c.data.batch_size,
+                seed=c.seed,
+                step=int(jax.device_get(state.faults["first_step"])),
+                process_count=jax.process_count(),
             )
-            if last_step > start:  # The first interval holds the compilation.
-                timed_steps += done - last_step
-                timed_seconds += now - last_time
-            last_step, last_time = done, now
-            writer.write(done, metrics)
-            bar.set_postfix(
-                loss=f"{metrics['train/loss/total']:.3f}",
-                samples_per_s=f"{metrics['train/samples_per_sec']:.0f}",
+            path = faults.write_diagnostic(
+                self.workdir,
+                state,
+                task_names=names,
+                batch_uids=[split.uids[i] for i in rows],
             )
-        if run_eval:
-            scalars, _ = exp.evaluate(state, "val", "val")
-            writer.write(done, scalars)
-            ckpt.save_best(done, state, scalars)
-            bar.write(
-                f"step {done}: {c.train.best_metric} = "
-                f"{scalars[c.train.best_metric]:.4f}"
-            )
-        if save:
-            ckpt.save_latest(done, state, train_iter, c.to_dict())
-        if run_eval or save:
-            last_time = time.perf_counter()  # Time steps only.
-        if done == stop_at:
-            bar.close()
-            return None
-    bar.close()
-    exp.step_time_ms = 1e3 * timed_seconds / timed_steps if timed_steps else None
-    return state
+            return path, faults.what_went_wrong(state.faults, names)
+
+        faults.check(
+            state.faults,
+            policy=c.train.on_nonfinite,
+            max_skipped=c.train.max_skipped_steps,
+            describe=describe,
+        )
 
 
 def final_evaluation(exp, state, ckpt) -> dict:
@@ -266,6 +354,7 @@ def final_evaluation(exp, state, ckpt) -> dict:
         "num_params": state_lib.param_count(state.params["model"]),
         # Mean train step time after compilation (this process, this session).
         "step_time_ms": exp.step_time_ms,
+        "skipped_steps": int(jax.device_get(state.faults["skipped"])),
     }
 
 

@@ -21,6 +21,7 @@ class TrainState(struct.PyTreeNode):
       opt_state: optax state over `params`.
       weighting_state: the weighting method's non-learnable state.
       rng: uint32[2] root key; the step folds in `step` for its randomness.
+      faults: non-finite steps (see `init_faults`).
     """
 
     step: jax.Array
@@ -29,6 +30,22 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
     weighting_state: Any
     rng: jax.Array
+    faults: Any
+
+
+def init_faults(num_tasks: int) -> dict:
+    """The record of non-finite steps, carried in the state.
+
+    `skipped` counts the steps whose loss or gradient was not finite (never
+    applied); `first_step` is the first of them (1-based, -1 if none), with its
+    task losses and gradient norm.
+    """
+    return {
+        "skipped": jnp.zeros((), jnp.int32),
+        "first_step": jnp.full((), -1, jnp.int32),
+        "first_losses": jnp.zeros((num_tasks,), jnp.float32),
+        "first_grad_norm": jnp.zeros((), jnp.float32),
+    }
 
 
 def _gradient_width(model, variables, x, rep_grad: bool) -> int:
@@ -70,6 +87,7 @@ def init_state(
         opt_state=tx.init(params),
         weighting_state=weighting_state,
         rng=state_rng,
+        faults=init_faults(num_tasks),
     )
 
 

@@ -74,18 +74,45 @@ def _method_rng(rng):
     return jax.random.fold_in(rng, 1)
 
 
-def _task_losses(tasks, outputs, batch):
-    return tasks_lib.loss_vector(tasks, outputs, batch["labels"], batch["masks"])
+def _task_losses(tasks, outputs, batch, poison=None):
+    """[T] task losses; `poison` ([T] of 1 and NaN) injects faults (tests)."""
+    losses = tasks_lib.loss_vector(tasks, outputs, batch["labels"], batch["masks"])
+    return losses if poison is None else losses * poison
 
 
-def _loss_based_grads(state, batch, rng, *, model, tasks, method):
+def _poison(step, num_tasks, nan_at):
+    """[T]: NaN for task nan_at[1] at 1-based step nan_at[0], else ones; or None."""
+    if nan_at is None:
+        return None
+    at_step, task = nan_at
+    hit = (step + 1 == at_step) & (jnp.arange(num_tasks) == task)
+    return jnp.where(hit, jnp.nan, 1.0).astype(jnp.float32)
+
+
+def _guard(ok, new, old):
+    """`new` where `ok` (a traced bool), else `old`, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def _record_faults(faults, finite, step, losses, grad_norm):
+    """Counts a non-finite step and keeps the details of the first one."""
+    first = ~finite & (faults["first_step"] < 0)
+    return {
+        "skipped": faults["skipped"] + (~finite).astype(jnp.int32),
+        "first_step": jnp.where(first, step + 1, faults["first_step"]),
+        "first_losses": jnp.where(first, losses, faults["first_losses"]),
+        "first_grad_norm": jnp.where(first, grad_norm, faults["first_grad_norm"]),
+    }
+
+
+def _loss_based_grads(state, batch, rng, *, model, tasks, method, poison=None):
     """One backward pass of the method's scalarised total."""
 
     def loss_fn(params):
         outputs, _, batch_stats = _apply(
             model, state, params, batch["x"], train=True, rng=rng
         )
-        losses = _task_losses(tasks, outputs, batch)
+        losses = _task_losses(tasks, outputs, batch, poison)
         total, weights, weighting_state = method.combine(
             params["weighting"],
             state.weighting_state,
@@ -126,7 +153,9 @@ def _assemble(out, shared, per_task, losses, matrix, tasks, batch_stats):
     return total, grads, (losses, out.weights, out.state, batch_stats), stats
 
 
-def _param_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
+def _param_grads(
+    state, batch, rng, *, model, tasks, method, per_task_grads="vmap", poison=None
+):
     """Per-task grads of the shared parameters ([T, P]) -> the method's update."""
     num_tasks = len(tasks)
 
@@ -134,7 +163,7 @@ def _param_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vma
         outputs, _, batch_stats = _apply(
             model, state, {"model": model_params}, batch["x"], train=True, rng=rng
         )
-        return _task_losses(tasks, outputs, batch), batch_stats
+        return _task_losses(tasks, outputs, batch, poison), batch_stats
 
     losses, vjp_fn, batch_stats = jax.vjp(
         losses_fn, state.params["model"], has_aux=True
@@ -153,7 +182,9 @@ def _param_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vma
     return _assemble(out, shared, per_task, losses, grads_matrix, tasks, batch_stats)
 
 
-def _rep_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
+def _rep_grads(
+    state, batch, rng, *, model, tasks, method, per_task_grads="vmap", poison=None
+):
     """Per-task grads of the shared representation z ([T, D], batch-summed).
 
     The trunk then receives sum_t rep_coeffs[t] dL_t/dz per sample, as
@@ -183,7 +214,7 @@ def _rep_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"
         outputs = model.apply(
             {"params": model_params}, z, method=models.MultiTaskModel.heads
         )
-        return _task_losses(tasks, outputs, batch)
+        return _task_losses(tasks, outputs, batch, poison)
 
     losses, head_vjp = jax.vjp(head_losses, z, state.params["model"])
     # The heads are cheap, so "loop" makes no difference here: always vmap.
@@ -206,6 +237,8 @@ def train_step(
     schedule,
     rep_grad: bool = False,
     per_task_grads: str = "vmap",
+    skip_nonfinite: bool = False,
+    nan_at=None,
 ):
     """One optimizer step on a (sharded) global batch.
 
@@ -221,13 +254,19 @@ def train_step(
       rep_grad: gradient methods: per-task gradients of the representation.
       per_task_grads: gradient methods: "vmap" (one batched backward pass over
         the T tasks) or "loop" (T backward passes in sequence, less memory).
+      skip_nonfinite: a step whose losses or gradients are not all finite is
+        never applied (the step counter still advances). If False, it also
+        freezes every later step, so the state stays the last finite one until
+        the loop stops the run; if True, later finite steps go on ("skip").
+      nan_at: (1-based step, task index) whose loss is made NaN (tests), or None.
 
     Returns:
       (new state, metrics dict of scalars named split/metric/task). For
       gradient methods, `train/loss/total` is sum_t weights[t] * L_t.
     """
     rng = jax.random.fold_in(state.rng, state.step)  # Dropout.
-    kwargs = dict(model=model, tasks=tasks, method=method)
+    poison = _poison(state.step, len(tasks), nan_at)
+    kwargs = dict(model=model, tasks=tasks, method=method, poison=poison)
     if not method.needs_grads:
         grad_fn = _loss_based_grads
     else:
@@ -243,22 +282,34 @@ def train_step(
         outputs, _, _ = _apply(
             model, new_state, params, batch["x"], train=True, rng=rng
         )
-        after = jax.lax.stop_gradient(_task_losses(tasks, outputs, batch))
+        after = jax.lax.stop_gradient(_task_losses(tasks, outputs, batch, poison))
         weighting_state = method.after_step(
             params["weighting"], weighting_state, losses, after
         )
+    grad_norm = optax.tree.norm(grads["model"])
+    finite = (
+        jnp.all(jnp.isfinite(losses))
+        & jnp.isfinite(total)
+        & jnp.isfinite(optax.tree.norm(grads))
+    )
+    ok = finite if skip_nonfinite else finite & (state.faults["first_step"] < 0)
+    new = (params, batch_stats, opt_state, weighting_state)
+    old = (state.params, state.batch_stats, state.opt_state, state.weighting_state)
+    params, batch_stats, opt_state, weighting_state = _guard(ok, new, old)
     new_state = state.replace(
         step=state.step + 1,
         params=params,
         batch_stats=batch_stats,
         opt_state=opt_state,
         weighting_state=weighting_state,
+        faults=_record_faults(state.faults, finite, state.step, losses, grad_norm),
     )
     metrics = {
         "train/loss/total": total,
-        "train/grad_norm": optax.tree.norm(grads["model"]),
+        "train/grad_norm": grad_norm,
         "train/param_norm": optax.tree.norm(state.params["model"]),
         "train/lr": schedule(state.step),
+        "train/skipped_steps": new_state.faults["skipped"],
         **stats,
     }
     for i, task in enumerate(tasks):

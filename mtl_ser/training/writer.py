@@ -10,13 +10,21 @@ import jax
 class MetricWriter:
     """Writes `{"step": s, name: value, ...}` lines to `<workdir>/metrics.jsonl`."""
 
-    def __init__(self, workdir: str, *, tensorboard: bool):
+    def __init__(self, workdir: str, *, tensorboard: bool, after_step=None):
+        """Appends to metrics.jsonl; `after_step` first drops lines past it.
+
+        A resumed run passes the step it resumed from, so that the steps a
+        killed session ran past its last checkpoint are not listed twice.
+        """
         self.active = jax.process_index() == 0
         self._tb = None
         if not self.active:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        path = os.path.join(workdir, "metrics.jsonl")
+        if after_step is not None and os.path.exists(path):
+            _truncate_after(path, after_step)
+        self._jsonl = open(path, "a")
         if tensorboard:
             from tensorboardX import SummaryWriter  # Imported only when used.
 
@@ -39,6 +47,24 @@ class MetricWriter:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _truncate_after(path: str, step: int):
+    """Rewrites a metrics.jsonl without its lines past `step` (atomically)."""
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError):
+            pass  # A line cut short by a kill.
+    if len(kept) == len(lines):
+        return
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 def _json_number(value: float):

@@ -1,0 +1,188 @@
+"""Workdir safety: one run per workdir, and no silent change of config.
+
+`<workdir>/lock` names the process that owns the workdir (pid, host, start);
+its mtime is refreshed at every log step. A second process refuses to start
+while the owner is alive: on the same host, while its pid exists; on another
+host, until the lock has not been refreshed for `stale_after_s`. A lock left by
+a killed process is taken over. `<workdir>/config.json` is the config the
+workdir was made with; resuming with another config is refused unless asked
+for, and the difference is printed either way.
+"""
+
+import datetime
+import json
+import os
+import socket
+
+import jax
+from jax.experimental import multihost_utils
+
+# Config fields that may change between resumes without changing the run.
+RUNTIME_ONLY = ("train.progress_bar",)
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used as asked; the message says why and what to do."""
+
+
+class Lock:
+    """Holds `<workdir>/lock` (process 0 holds it for all processes)."""
+
+    def __init__(self, workdir: str, *, stale_after_s: float):
+        self.path = os.path.join(workdir, "lock")
+        self.stale_after_s = stale_after_s
+        self.held = False
+
+    def __enter__(self):
+        error = ""
+        if jax.process_index() == 0:
+            try:
+                self._acquire()
+            except WorkdirError as e:
+                error = str(e)
+        if jax.process_count() > 1:  # Every process refuses together.
+            failed = multihost_utils.broadcast_one_to_all(int(bool(error)))
+            if failed and not error:
+                error = f"{self.path}: process 0 could not take the workdir lock"
+        if error:
+            raise WorkdirError(error)
+        return self
+
+    def __exit__(self, *exc):
+        if self.held:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            self.held = False
+        return False
+
+    def refresh(self):
+        """Marks the owner alive (the loop calls it at every log step)."""
+        if self.held:
+            os.utime(self.path)
+
+    def _acquire(self):
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        for _ in range(2):  # Once more after removing a stale lock.
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                why_stale = self._stale(owner)
+                if why_stale is None:
+                    raise WorkdirError(
+                        f"{self.path}: the workdir is in use by pid "
+                        f"{owner.get('pid')} on {owner.get('host')} (started "
+                        f"{owner.get('started')}); use another --workdir, or stop "
+                        "that run. If no run is using it, delete the lock file."
+                    ) from None
+                print(f"Taking over {self.path}: {why_stale}", flush=True)
+                try:
+                    os.remove(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise WorkdirError(f"{self.path}: another process took the lock meanwhile")
+
+    def _owner(self) -> dict:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}  # Half-written by a process killed while writing it.
+
+    def _stale(self, owner: dict) -> "str | None":
+        """Why the lock's owner is gone, or None if it may be alive."""
+        pid, host = owner.get("pid"), owner.get("host")
+        if not isinstance(pid, int) or host is None:
+            return "the lock file is unreadable"
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return f"its owner (pid {pid}) is no longer running"
+            except PermissionError:
+                pass  # Another user's live process.
+            return None
+        try:
+            age = datetime.datetime.now().timestamp() - os.path.getmtime(self.path)
+        except FileNotFoundError:
+            return "it was removed"
+        if age > self.stale_after_s:
+            return f"its owner on {host} has not refreshed it for {age:.0f} s"
+        return None
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_difference(old: dict, new: dict) -> list[str]:
+    """Lines 'field: old -> new' for every field that differs (sorted)."""
+    old, new = flatten(old), flatten(new)
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key in RUNTIME_ONLY:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if _normal(a) != _normal(b):
+            lines.append(f"{key}: {a!r} -> {b!r}")
+    return lines
+
+
+def _normal(value):
+    """JSON round trip, so that tuples and lists (and so on) compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def check_config(workdir: str, config: dict, *, allow_change: bool):
+    """Refuses a workdir made with another config unless `allow_change`."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        diff = config_difference(json.load(f), config)
+    if not diff:
+        return
+    listing = "\n  ".join(diff)
+    if not allow_change:
+        raise WorkdirError(
+            f"{path}: this workdir was made with another config; differences "
+            f"(saved -> now):\n  {listing}\nUse another --workdir, or pass "
+            "--allow_config_change to resume with the new config."
+        )
+    print(f"Resuming with a changed config (saved -> now):\n  {listing}")
+
+
+def save_config(workdir: str, config: dict):
+    """Writes `<workdir>/config.json` (process 0), atomically."""
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, "config.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(config, f, indent=2)
+        os.replace(path + ".tmp", path)
+
+
+def remove_if_empty(workdir: str):
+    """Removes a workdir that a run refused before writing anything into it."""
+    try:
+        os.rmdir(workdir)
+    except OSError:
+        pass  # Not empty, or gone: leave it.

@@ -1,0 +1,134 @@
+"""Guarantee 4: a non-finite loss never reaches a checkpoint (forced NaN via config)."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from mtl_ser.training import faults, loop, sharding
+
+
+def _states(config, num_steps):
+    """Host copies of the state before and after each of `num_steps` steps."""
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    it = exp.train_iterator()
+    state = exp.state
+    states = [jax.device_get(state)]
+    for _ in range(num_steps):
+        batch = sharding.from_process_local(next(it), exp.mesh)
+        state, _ = exp.train_fn(state, batch)
+        states.append(jax.device_get(state))
+    return states
+
+
+def _learned(state):
+    return (state.params, state.opt_state, state.weighting_state, state.batch_stats)
+
+
+def _changed(a, b) -> bool:
+    leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return any(not np.array_equal(x, y) for x, y in leaves)
+
+
+@pytest.mark.parametrize("method", ["uncertainty", "mgda"])
+def test_skip_policy_leaves_the_state_untouched_by_a_nan_step(smoke_config, method):
+    c = smoke_config
+    c.weighting.name = method
+    c.train.on_nonfinite, c.train.nan_step, c.train.nan_task = "skip", 2, "gender"
+    s = _states(c, 3)
+    chex.assert_trees_all_equal(_learned(s[2]), _learned(s[1]))
+    assert _changed(_learned(s[1]), _learned(s[0]))
+    assert _changed(_learned(s[3]), _learned(s[2]))  # Training goes on.
+    assert [int(x.step) for x in s] == [0, 1, 2, 3]
+    record = s[3].faults
+    assert int(record["skipped"]) == 1 and int(record["first_step"]) == 2
+    names = c.tasks.split(",")
+    losses = dict(zip(names, record["first_losses"], strict=True))
+    assert np.isnan(losses.pop("gender"))
+    assert all(np.isfinite(x) for x in losses.values())
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(s[3].params))
+
+
+def test_stop_policy_freezes_the_state_at_the_last_finite_step(smoke_config):
+    c = smoke_config
+    c.train.nan_step, c.train.nan_task = 2, "arousal"
+    s = _states(c, 3)
+    chex.assert_trees_all_equal(_learned(s[3]), _learned(s[1]))
+    assert int(s[3].faults["skipped"]) == 1  # Step 3 was finite, not applied.
+    assert int(s[3].faults["first_step"]) == 2
+
+
+def _steps_saved(folder):
+    return sorted(int(x) for x in os.listdir(folder) if x.isdigit())
+
+
+def test_nan_stops_the_run_with_a_diagnostic_and_resume_goes_on(
+    smoke_config, tmp_path, capsys
+):
+    c = smoke_config
+    c.train.num_steps, c.weighting.name = 6, "uncertainty"
+    c.train.nan_step, c.train.nan_task = 3, "arousal"
+    workdir = str(tmp_path / "run")
+    with pytest.raises(faults.NonFiniteError, match=r"step 3: .*task\(s\) arousal"):
+        loop.train_and_evaluate(c, workdir)
+    # Steps 2 and 4 are checkpoint and eval steps: only step 2 was saved.
+    assert _steps_saved(os.path.join(workdir, "checkpoints")) == [2]
+    assert _steps_saved(os.path.join(workdir, "best")) == [2]
+    with open(os.path.join(workdir, "nonfinite_step3.json")) as f:
+        record = json.load(f)
+    assert record["step"] == 3 and record["losses"]["arousal"] == "nan"
+    assert isinstance(record["losses"]["emotion"], float)
+    # The batch listed is the one the third step was fed.
+    exp = loop.Experiment(c, verbose=False)
+    it = exp.train_iterator()
+    third = [next(it) for _ in range(3)][-1]
+    train_uids = exp.data.splits["train"].uids
+    assert record["batch_uids"] == [train_uids[i] for i in third["utt"]]
+    log_var = record["weighting_params"]["log_var"]  # As after step 2.
+    assert len(log_var) == len(c.tasks.split(",")) and -0.5 < log_var[0] < 0
+
+    c.train.nan_step = 0  # The bad data fixed, the same workdir resumes.
+    capsys.readouterr()
+    results = loop.train_and_evaluate(c, workdir, allow_config_change=True)
+    assert "Resumed from step 2" in capsys.readouterr().out
+    assert results["step"] == 6 and results["skipped_steps"] == 0
+
+
+def test_skip_policy_counts_skips_and_stops_beyond_the_limit(smoke_config, tmp_path):
+    c = smoke_config
+    c.train.on_nonfinite, c.train.nan_step = "skip", 1
+    results = loop.train_and_evaluate(c, str(tmp_path / "skip"))
+    assert results["skipped_steps"] == 1
+    assert np.isfinite(results["scalars"]["test/ua/emotion"])
+    lines = [json.loads(x) for x in open(tmp_path / "skip" / "metrics.jsonl")]
+    assert [x["train/skipped_steps"] for x in lines if "train/loss/total" in x] == [
+        1,
+        1,
+    ]
+    c.train.max_skipped_steps = 0
+    with pytest.raises(faults.NonFiniteError, match=r"step 1: .*1 non-finite steps"):
+        loop.train_and_evaluate(c, str(tmp_path / "limit"))
+    assert not os.path.exists(tmp_path / "limit" / "checkpoints" / "2")
+
+
+def test_best_checkpoint_is_never_overwritten_by_a_diverged_state(
+    smoke_config, tmp_path
+):
+    c = smoke_config
+    c.train.num_steps = 4
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(c, workdir, stop_at=2)  # Best and latest at step 2.
+    best = ocp.CheckpointManager(os.path.join(workdir, "best"))
+    before = best.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    c.train.nan_step = 3
+    with pytest.raises(faults.NonFiniteError):
+        loop.train_and_evaluate(c, workdir, allow_config_change=True)
+    best = ocp.CheckpointManager(os.path.join(workdir, "best"))
+    assert best.all_steps() == [2]
+    after = best.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    chex.assert_trees_all_equal(after.state["params"], before.state["params"])
