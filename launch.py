@@ -9,6 +9,7 @@
       --workdir=runs/weighting [--sweep.print_commands]
 """
 
+import re
 import sys
 
 from absl import app, flags, logging
@@ -117,5 +118,21 @@ def _sweep(config):
     print(sweeps.write_tables(rows, metrics, _WORKDIR.value))
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with each error as one line and status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except (KeyError, AttributeError) as e:  # An override of a missing field.
+        text = str(e).replace("\\n", " ")
+        hint = re.search(r"Did you mean \W*(\w+)\W* instead of \W*(\w+)", text)
+        name = hint.group(2) if hint else re.findall(r"\w+", text)[0]
+        given = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+        flag = next((a for a in given if name in a.split(".")), "--config")
+        fix = f"; did you mean {hint.group(1)!r}?" if hint else ""
+        _exit(EXIT_CONFIG, f"Config error: {flag}: no field {name!r}{fix}")
+    except flags.Error as e:  # A value of the wrong type, a missing flag, ...
+        _exit(EXIT_CONFIG, f"Flag error: {e}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -8,6 +8,13 @@ from absl import flags
 
 # Before JAX initialises its backends (no test touches a device at import time).
 jax.config.update("jax_num_cpu_devices", 4)
+# Compile with less LLVM optimisation: about a third less suite time, as most of
+# it is compilation. Every comparison in the tests is between programs built
+# with these same flags (subprocesses inherit them); speed is measured in
+# benchmarks/, never here.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+).strip()
 # Grain reads absl flags; outside launch.py nobody parses them.
 flags.FLAGS.mark_as_parsed()
 

@@ -267,7 +267,11 @@ def train_dataset(
 
     Every epoch is a new permutation of the split; process p takes elements
     p, p + P, p + 2P, ... of the global order, so processes see disjoint examples
-    and together one global batch of `batch_size`.
+    and together one global batch of `batch_size`. Nothing is dropped: the
+    epochs follow one another in one stream, so a batch may hold the end of one
+    epoch and the start of the next, and every example of every epoch goes to
+    exactly one process once (when P does not divide the split, the processes'
+    shares of an epoch differ by at most one example).
 
     Returns:
       A Grain IterDataset whose iterator state can be checkpointed.
@@ -276,8 +280,11 @@ def train_dataset(
         raise ValueError(
             f"data.batch_size={batch_size}: not divisible by {process_count} processes"
         )
-    ds = _train_order(len(split), seed, process_index, process_count)
-    ds = ds.random_map(RandomCrop(split, data, crop))
+    # Crop, then take this process's share: an example's random crop follows
+    # from its place in the global order, whatever the number of processes
+    # (cropping the share would give every process the same random draws).
+    ds = _train_order(len(split), seed, 0, 1).random_map(RandomCrop(split, data, crop))
+    ds = ds[process_index::process_count]
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     return ds.to_iter_dataset()
 

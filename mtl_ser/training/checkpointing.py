@@ -12,6 +12,13 @@ import grain
 import orbax.checkpoint as ocp
 
 
+def _barriers(name: str):
+    # Both managers save step s at an evaluation step (best, then latest), and
+    # Orbax names its cross-process barriers after the step: without distinct
+    # prefixes the two saves collide in a multi-process run and both fail.
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 class Checkpointer:
     """The two checkpoint managers of a run."""
 
@@ -21,7 +28,11 @@ class Checkpointer:
         self._best_value = None  # Cached; read from disk on first use.
         self.latest = ocp.CheckpointManager(
             os.path.join(workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                create=True,
+                multiprocessing_options=_barriers("latest"),
+            ),
         )
         self.best = ocp.CheckpointManager(
             os.path.join(workdir, "best"),
@@ -30,6 +41,7 @@ class Checkpointer:
                 best_fn=lambda metrics: metrics[best_metric],
                 best_mode="max",
                 create=True,
+                multiprocessing_options=_barriers("best"),
             ),
         )
 

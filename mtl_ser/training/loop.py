@@ -288,10 +288,11 @@ class _Loop:
                 scalars, _ = exp.evaluate(state, "val", "val")
                 writer.write(done, scalars)
                 ckpt.save_best(done, state, scalars)
-                bar.write(
-                    f"step {done}: {c.train.best_metric} = "
-                    f"{scalars[c.train.best_metric]:.4f}"
-                )
+                if jax.process_index() == 0:  # tqdm.write ignores `disable`.
+                    bar.write(
+                        f"step {done}: {c.train.best_metric} = "
+                        f"{scalars[c.train.best_metric]:.4f}"
+                    )
             if save:
                 ckpt.save_latest(done, state, train_iter, c.to_dict())
             if run_eval or save:

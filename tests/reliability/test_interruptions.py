@@ -68,7 +68,11 @@ def _launch(workdir, corpus_root):
         f"--config.features.cache_dir={os.path.join(corpus_root, 'cache')}",
         *(f"--config.{k}={v}" for k, v in OVERRIDES.items()),
     ]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    flags = os.environ.get("XLA_FLAGS", "")  # The suite's, as the reference's.
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=4".strip(),
+    }
     return subprocess.Popen(
         cmd,
         cwd=ROOT,

@@ -55,7 +55,8 @@ def test_a_changed_config_is_refused_then_allowed_with_the_difference(
     smoke_config, tmp_path, capsys
 ):
     workdir = str(tmp_path / "run")
-    assert loop.train_and_evaluate(smoke_config, workdir, stop_at=2) is None
+    os.makedirs(workdir)
+    workdir_lib.save_config(workdir, smoke_config.to_dict())  # As a run does.
     smoke_config.optim.learning_rate *= 2
     smoke_config.train.progress_bar = True  # Runtime-only: not a difference.
     with pytest.raises(workdir_lib.WorkdirError) as error:
