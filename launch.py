@@ -7,6 +7,8 @@
       --mode=evaluate
   python launch.py --mode=sweep --config=configs/sweeps/weighting.py \
       --workdir=runs/weighting [--sweep.print_commands]
+  python launch.py --mode=cv --config=configs/synthetic.py \
+      --config.split.protocol=speaker --workdir=runs/cv
 """
 
 import re
@@ -20,7 +22,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (resumes if it exists).")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "evaluate", "sweep"], "What to do."
+    "mode",
+    "train",
+    ["train", "evaluate", "sweep", "cv"],
+    "What to do (cv: every fold of split.protocol, then the table).",
 )
 _PRINT_COMMANDS = flags.DEFINE_bool(
     "sweep.print_commands",
@@ -51,6 +56,8 @@ def main(argv):
     try:
         if _MODE.value == "sweep":
             return _sweep(config)
+        if _MODE.value == "cv":
+            return _cross_validate(config, _WORKDIR.value)
         if _MODE.value == "train":
             _train_and_report(config, _WORKDIR.value)
         else:
@@ -90,6 +97,26 @@ def _train_and_report(config, workdir):
         config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value
     )
     _report(config, workdir, results)
+
+
+def _cross_validate(config, workdir):
+    """Trains every fold not done yet (or split.fold); then writes the tables."""
+    from mtl_ser import cv
+    from mtl_ser.training import checks
+
+    checks.validate_config(config)
+    folds = cv.folds_of(config)  # Too few speakers for the protocol fail here.
+    only = config.split.fold
+    if only >= len(folds):
+        raise checks.ConfigError(
+            f"split.fold={only}: the protocol has folds 0..{len(folds) - 1}"
+        )
+    if not cv.run(config, folds, workdir, _train_and_report, only=only):
+        print(f"Fold {only} done; other folds remain before the table.")
+        return
+    summary = cv.summarise(folds, workdir)
+    print(cv.write(summary, workdir, config.tasks.split(",")[0]))
+    print(f"Tables: {workdir}/cv.md, {workdir}/cv_results.json")
 
 
 def _sweep(config):

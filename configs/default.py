@@ -21,10 +21,17 @@ def get_config(arg=None):
     c.corpus.num_speakers = 10  # synthetic only: speakers to generate (even).
     c.corpus.utterances_per_speaker = 64  # synthetic only: a multiple of 4.
 
-    # Speaker-independent hold-out split: no speaker is in two splits.
+    # Speaker-independent splits: no speaker is in two splits.
     c.split = ml_collections.ConfigDict()
-    c.split.val_speakers = "spk06,spk07"  # Comma-separated speaker ids.
-    c.split.test_speakers = "spk08,spk09"  # Everyone else trains.
+    # "holdout" (the speakers below) trains once. Cross-validation (--mode=cv):
+    # "speaker" leave-one-speaker-out, "group" leave-one-group-out (IEMOCAP
+    # sessions), "kfold" speaker-grouped k-fold; see data/splits.cv_folds.
+    c.split.protocol = "holdout"
+    c.split.val_speakers = "spk06,spk07"  # holdout: comma-separated speaker ids.
+    c.split.test_speakers = "spk08,spk09"  # holdout: everyone else trains.
+    c.split.folds = 5  # kfold: number of folds.
+    c.split.within_group = False  # group: val/test on the held-out group's speakers.
+    c.split.fold = -1  # --mode=cv: run this fold only (one per job); -1: all.
 
     # Log-mel features (librosa reference), cached on disk once per corpus+config.
     c.features = ml_collections.ConfigDict()

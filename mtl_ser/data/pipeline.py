@@ -82,6 +82,11 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
       AudioError: a file is unusable and data.bad_audio is "fail", or no file
         is usable; the message names the file.
     """
+    if config.split.protocol != "holdout":
+        raise ConfigError(
+            f"split.protocol={config.split.protocol!r} is a cross-validation: run "
+            "launch.py --mode=cv (--config.split.fold=i for one fold)"
+        )
     utterances = corpora.load_corpus(config.corpus)
     main = tasks[0]
     kept = [u for u in utterances if _has_label(main, u)]

@@ -1,5 +1,6 @@
 """Speaker-independent splits: no speaker appears in two splits."""
 
+import dataclasses
 from typing import Sequence
 
 from mtl_ser.data.corpora.base import Utterance
@@ -51,3 +52,104 @@ def holdout_split(
 def parse_speakers(text: str) -> tuple[str, ...]:
     """ "a,b" -> ("a", "b")."""
     return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+# Cross-validation protocols (split.protocol), each a list of folds.
+PROTOCOLS = ("holdout", "speaker", "group", "kfold")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One cross-validation fold: held-out speakers; everyone else trains."""
+
+    name: str
+    val_speakers: tuple[str, ...]
+    test_speakers: tuple[str, ...]
+
+
+def cv_folds(
+    utterances: Sequence[Utterance],
+    protocol: str,
+    *,
+    num_folds: int = 5,
+    within_group: bool = False,
+) -> list[Fold]:
+    """The folds of a speaker-independent cross-validation.
+
+    - "speaker": leave one speaker out. Fold i tests speaker i (sorted ids) and
+      validates on the next one.
+    - "group": leave one group out (`Utterance.group`, e.g. IEMOCAP sessions).
+      Fold i tests group i and validates on the next group; with
+      `within_group`, it validates on the held-out group's first speaker and
+      tests on its others (IEMOCAP's one-session protocol).
+    - "kfold": speaker-grouped k-fold. Speakers (sorted) are dealt round-robin
+      into `num_folds` groups; fold i tests group i, validates on the next.
+
+    Every fold leaves at least one training speaker, and no speaker is on two
+    sides of a fold (asserted).
+
+    Raises:
+      ConfigError: naming the field, when the corpus has too few speakers or
+        groups for the protocol.
+    """
+    speakers = sorted({u.speaker for u in utterances})
+    if protocol == "speaker":
+        _need(len(speakers) >= 3, "split.protocol='speaker'", len(speakers), 3)
+        groups = [(s, (s,)) for s in speakers]
+    elif protocol == "kfold":
+        _need(
+            len(speakers) >= num_folds,
+            f"split.folds={num_folds}",
+            len(speakers),
+            num_folds,
+        )
+        if num_folds < 3:
+            raise ConfigError(f"split.folds={num_folds}: must be >= 3")
+        groups = [(f"fold{i}", tuple(speakers[i::num_folds])) for i in range(num_folds)]
+    elif protocol == "group":
+        by_group = {}
+        for u in utterances:
+            by_group.setdefault(u.group, set()).add(u.speaker)
+        if "" in by_group:
+            raise ConfigError(
+                "split.protocol='group': this corpus has utterances without a "
+                "group; use 'speaker' or 'kfold'"
+            )
+        names = sorted(by_group)
+        groups = [(g, tuple(sorted(by_group[g]))) for g in names]
+        _need(
+            len(groups) >= (2 if within_group else 3),
+            "split.protocol='group'",
+            len(groups),
+            2 if within_group else 3,
+            unit="groups",
+        )
+    else:
+        raise ConfigError(
+            f"split.protocol={protocol!r}: cross-validation needs one of "
+            f"{PROTOCOLS[1:]}"
+        )
+    folds = []
+    for i, (name, members) in enumerate(groups):
+        if protocol == "group" and within_group:
+            if len(members) < 2:
+                raise ConfigError(
+                    f"split.within_group: group {name!r} has one speaker; "
+                    "validation and test need one each"
+                )
+            val, test = members[:1], members[1:]
+        else:
+            val, test = groups[(i + 1) % len(groups)][1], members
+        folds.append(Fold(name, tuple(val), tuple(test)))
+    for fold in folds:
+        held_out = set(fold.val_speakers) | set(fold.test_speakers)
+        assert not set(fold.val_speakers) & set(fold.test_speakers), fold
+        assert set(speakers) - held_out, fold  # Someone trains.
+    return folds
+
+
+def _need(ok: bool, field: str, have: int, need: int, unit: str = "speakers"):
+    if not ok:
+        raise ConfigError(
+            f"{field}: the corpus has {have} {unit}, the protocol needs at least {need}"
+        )

@@ -5,7 +5,7 @@ import os
 import jax
 
 from mtl_ser import models, tasks, weighting
-from mtl_ser.data import corpora
+from mtl_ser.data import corpora, splits
 from mtl_ser.errors import ConfigError
 
 
@@ -79,6 +79,11 @@ def validate_config(config):
     )
     _require(c.data.crop_frames > 0, f"data.crop_frames={c.data.crop_frames}: > 0")
     _require(c.data.eval_hop_frames > 0, "data.eval_hop_frames: must be > 0")
+    _require(
+        c.split.protocol in splits.PROTOCOLS,
+        f"split.protocol={c.split.protocol!r}: choose one of {splits.PROTOCOLS}",
+    )
+    _require(c.split.fold >= -1, f"split.fold={c.split.fold}: a fold index or -1")
     _require(
         c.data.bad_audio in ("exclude", "fail"),
         f"data.bad_audio={c.data.bad_audio!r}: choose 'exclude' or 'fail'",

@@ -1,0 +1,124 @@
+"""Cross-validation: folds of each protocol, and --mode=cv end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import launch
+from mtl_ser.data import splits
+from mtl_ser.data.corpora.base import Utterance
+from mtl_ser.errors import ConfigError
+
+
+def _corpus(groups: dict) -> list[Utterance]:
+    """Two utterances per speaker; groups maps group -> speakers."""
+    return [
+        Utterance(f"{s}_{i}", f"/{s}_{i}.wav", s, g, "", {"emotion": "neutral"})
+        for g, speakers in groups.items()
+        for s in speakers
+        for i in range(2)
+    ]
+
+
+def _check_disjoint_and_complete(folds, speakers):
+    tested = [s for f in folds for s in f.test_speakers]
+    assert sorted(tested) == sorted(speakers)  # Each speaker tested exactly once.
+    for f in folds:
+        assert not set(f.val_speakers) & set(f.test_speakers)
+        assert set(speakers) - set(f.val_speakers) - set(f.test_speakers)
+
+
+def test_leave_one_speaker_out():
+    speakers = [f"s{i}" for i in range(5)]
+    folds = splits.cv_folds(_corpus({"": speakers}), "speaker")
+    assert [f.test_speakers for f in folds] == [(s,) for s in speakers]
+    assert [f.val_speakers for f in folds] == [(s,) for s in speakers[1:] + ["s0"]]
+    _check_disjoint_and_complete(folds, speakers)
+
+
+def test_speaker_grouped_kfold():
+    speakers = [f"s{i}" for i in range(7)]
+    folds = splits.cv_folds(_corpus({"": speakers}), "kfold", num_folds=3)
+    assert [f.test_speakers for f in folds] == [
+        ("s0", "s3", "s6"),
+        ("s1", "s4"),
+        ("s2", "s5"),
+    ]
+    _check_disjoint_and_complete(folds, speakers)
+
+
+def test_leave_one_group_out_and_within_group():
+    groups = {f"Ses0{i}": (f"Ses0{i}F", f"Ses0{i}M") for i in range(1, 6)}
+    speakers = [s for g in groups.values() for s in g]
+    folds = splits.cv_folds(_corpus(groups), "group")
+    assert [f.name for f in folds] == sorted(groups)
+    assert folds[0].test_speakers == ("Ses01F", "Ses01M")
+    assert folds[0].val_speakers == ("Ses02F", "Ses02M")
+    _check_disjoint_and_complete(folds, speakers)
+    within = splits.cv_folds(_corpus(groups), "group", within_group=True)
+    assert within[4].val_speakers == ("Ses05F",)
+    assert within[4].test_speakers == ("Ses05M",)
+
+
+@pytest.mark.parametrize(
+    "protocol, kwargs, groups, message",
+    [
+        ("kfold", {"num_folds": 5}, {"": ("a", "b", "c")}, "split.folds=5: .* 3 spe"),
+        ("speaker", {}, {"": ("a", "b")}, "split.protocol='speaker': .* 2 speakers"),
+        ("group", {}, {"": ("a", "b", "c")}, "utterances without a group"),
+        ("group", {}, {"g1": ("a",), "g2": ("b",)}, "2 groups"),
+        ("group", {"within_group": True}, {"g1": ("a",), "g2": ("b",)}, "one spe"),
+    ],
+)
+def test_too_few_speakers_or_groups_fail_naming_the_field(
+    protocol, kwargs, groups, message
+):
+    with pytest.raises(ConfigError, match=message):
+        splits.cv_folds(_corpus(groups), protocol, **kwargs)
+
+
+def test_cv_mode_runs_every_fold_resumes_and_writes_the_table(
+    smoke_config, tmp_path, capsys
+):
+    c = smoke_config
+    c.split.protocol, c.split.folds = "kfold", 3
+    workdir = str(tmp_path / "cv")
+    c.split.fold = 1  # One fold per job: fold 1 alone, no table yet.
+    launch._cross_validate(c, workdir)
+    assert sorted(os.listdir(workdir)) == ["fold01_fold1"]
+    assert "other folds remain" in capsys.readouterr().out
+    c.split.fold = -1
+    launch._cross_validate(c, workdir)
+    out = capsys.readouterr().out
+    assert "Fold 1 (fold1) is done" in out  # Not trained again.
+    with open(os.path.join(workdir, "cv_results.json")) as f:
+        summary = json.load(f)
+    folds = summary["folds"]
+    assert [f["test_speakers"] for f in folds] == [
+        ["spk00", "spk03"],
+        ["spk01", "spk04"],
+        ["spk02", "spk05"],
+    ]
+    ua = [f["scalars"]["ua/emotion"] for f in folds]
+    assert summary["mean"]["ua/emotion"] == pytest.approx(np.mean(ua))
+    assert summary["std"]["ua/emotion"] == pytest.approx(np.std(ua))
+    # Every utterance is tested exactly once: 6 speakers x 8 utterances.
+    assert np.sum(summary["confusion"]["emotion"]) == 48
+    assert np.sum(summary["confusion"]["gender"]) == 48
+    table = open(os.path.join(workdir, "cv.md")).read()
+    assert table in out
+    assert f"{np.mean(ua):.3f} ± {np.std(ua):.3f}" in table
+    assert "f1_anger" in table and "ccc/arousal" in table
+
+
+def test_a_cv_protocol_is_refused_by_train_mode(smoke_config, tmp_path):
+    smoke_config.split.protocol = "speaker"
+    from mtl_ser.training import loop
+
+    with pytest.raises(ConfigError, match="--mode=cv"):
+        loop.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="split.fold=6: .* 0..5"):
+        smoke_config.split.fold = 6
+        launch._cross_validate(smoke_config, str(tmp_path / "cv"))
