@@ -66,3 +66,15 @@ def test_flag_errors_name_the_field(override, field, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert field in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_fewer_speakers_than_folds_fails_before_any_fold(smoke_config, tmp_path):
+    import launch
+
+    smoke_config.split.protocol, smoke_config.split.folds = "kfold", 10
+    with pytest.raises(checks.ConfigError) as error:
+        launch._cross_validate(smoke_config, str(tmp_path / "cv"))
+    assert str(error.value) == (
+        "split.folds=10: the corpus has 6 speakers, the protocol needs at least 10"
+    )
+    assert not (tmp_path / "cv").exists()
