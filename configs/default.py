@@ -52,6 +52,9 @@ def get_config(arg=None):
     c.data.batch_size = 32  # Global training batch (divisible by device count).
     c.data.eval_batch_size = 64  # Global evaluation batch (windows).
     c.data.normalize = True  # Per-mel-band mean/std from the training split only.
+    # SpecAugment on training crops: masks of up to this many frames / mel bands.
+    c.data.time_masks, c.data.time_mask_frames = 0, 20  # 0 masks: off.
+    c.data.freq_masks, c.data.freq_mask_bands = 0, 8
     c.data.bad_audio = "exclude"  # Unusable files: "exclude" (excluded.tsv) or "fail".
 
     # Tasks: the first is the main one (utterances without its label are dropped;

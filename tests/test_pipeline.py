@@ -126,3 +126,40 @@ def test_eval_windows_cover_each_utterance_whole(data):
     assert all(b["x"].shape[0] == 16 for b in batches)
     assert sorted(set(utt[utt >= 0])) == list(range(len(split)))
     assert (utt >= 0).sum() == len(windows)
+
+
+def test_spec_augment_masks_bounded_stripes_and_keeps_the_crops(data):
+    augment = pipeline.SpecAugment(
+        time_masks=2, time_width=10, freq_masks=1, freq_width=5
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 40, 1)).astype(np.float32) + 5.0  # No zeros.
+    for _ in range(20):
+        masked = augment(x, rng)
+        zero_frames = np.all(masked == 0, axis=(1, 2)).sum()
+        zero_bands = np.all(masked == 0, axis=(0, 2)).sum()
+        assert zero_frames <= 20 and zero_bands <= 5
+        kept = masked != 0
+        np.testing.assert_array_equal(masked[kept], x[kept])  # Only masking.
+    never = pipeline.SpecAugment(time_masks=3, time_width=0)
+    np.testing.assert_array_equal(never(x, rng), x)
+
+    split, kw = data.splits["train"], dict(crop=64, batch_size=8, seed=3)
+    plain = next(iter(pipeline.train_dataset(split, data, **kw)))["x"]
+    masked = next(iter(pipeline.train_dataset(split, data, augment=augment, **kw)))
+    again = next(iter(pipeline.train_dataset(split, data, augment=augment, **kw)))
+    np.testing.assert_array_equal(masked["x"], again["x"])  # Deterministic.
+    assert np.any(masked["x"] != plain)
+    np.testing.assert_array_equal(
+        masked["x"][masked["x"] != 0], plain[masked["x"] != 0]
+    )
+
+
+def test_config_turns_spec_augment_on_for_training_batches(smoke_config):
+    from mtl_ser.training import loop
+
+    smoke_config.data.freq_masks, smoke_config.data.freq_mask_bands = 2, 6
+    exp = loop.Experiment(smoke_config, verbose=False)
+    x = next(exp.train_iterator())["x"]
+    zero_bands = np.all(x == 0, axis=(1, 3)).sum(axis=1)  # Per example.
+    assert zero_bands.max() > 0 and zero_bands.max() <= 12

@@ -241,13 +241,53 @@ class _Example:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class SpecAugment:
+    """Time and frequency masking (SpecAugment, Park et al. 2019).
+
+    Each of `time_masks` masks sets w consecutive frames to 0, with w uniform
+    in [0, time_width]; each of `freq_masks` masks sets w consecutive mel bands
+    to 0, w uniform in [0, freq_width]. Applied to normalised log-mels, where 0
+    is the training mean of the band.
+    """
+
+    time_masks: int = 0
+    time_width: int = 0
+    freq_masks: int = 0
+    freq_width: int = 0
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Masks a copy of x [T, F, ...]."""
+        x = np.array(x)
+        for axis, count, width in (
+            (0, self.time_masks, self.time_width),
+            (1, self.freq_masks, self.freq_width),
+        ):
+            size = x.shape[axis]
+            for _ in range(count):
+                w = int(rng.integers(0, min(width, size) + 1))
+                start = int(rng.integers(0, size - w + 1))
+                index = [slice(None)] * x.ndim
+                index[axis] = slice(start, start + w)
+                x[tuple(index)] = 0.0
+        return x
+
+
 class RandomCrop(_Example, grain.transforms.RandomMap):
-    """Training example: a random crop of `crop` frames of utterance i."""
+    """Training example: a random crop of `crop` frames of utterance i, then
+    the optional `augment` (drawn after the crop, so crops do not change)."""
+
+    def __init__(self, split, data, crop, augment: "SpecAugment | None" = None):
+        super().__init__(split, data, crop)
+        self.augment = augment
 
     def random_map(self, i, rng: np.random.Generator):
         length = int(self.split.store.lengths[self.split.rows[i]])
         start = int(rng.integers(0, max(length - self.crop, 0) + 1))
-        return self.example(i, start)
+        example = self.example(i, start)
+        if self.augment is not None:
+            example["x"] = self.augment(example["x"], rng)
+        return example
 
 
 class EvalWindow(_Example, grain.transforms.Map):
@@ -267,8 +307,11 @@ def train_dataset(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    augment: "SpecAugment | None" = None,
 ) -> grain.IterDataset:
     """Endless shuffled training batches of this process's share.
+
+    Each example is a random crop, masked by `augment` when given.
 
     Every epoch is a new permutation of the split; process p takes elements
     p, p + P, p + 2P, ... of the global order, so processes see disjoint examples
@@ -288,7 +331,8 @@ def train_dataset(
     # Crop, then take this process's share: an example's random crop follows
     # from its place in the global order, whatever the number of processes
     # (cropping the share would give every process the same random draws).
-    ds = _train_order(len(split), seed, 0, 1).random_map(RandomCrop(split, data, crop))
+    example = RandomCrop(split, data, crop, augment)
+    ds = _train_order(len(split), seed, 0, 1).random_map(example)
     ds = ds[process_index::process_count]
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     return ds.to_iter_dataset()

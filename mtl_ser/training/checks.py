@@ -84,6 +84,8 @@ def validate_config(config):
         f"split.protocol={c.split.protocol!r}: choose one of {splits.PROTOCOLS}",
     )
     _require(c.split.fold >= -1, f"split.fold={c.split.fold}: a fold index or -1")
+    for field in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
+        _require(c.data[field] >= 0, f"data.{field}={c.data[field]}: must be >= 0")
     _require(
         c.data.bad_audio in ("exclude", "fail"),
         f"data.bad_audio={c.data.bad_audio!r}: choose 'exclude' or 'fail'",

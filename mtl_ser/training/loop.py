@@ -106,6 +106,16 @@ def _nan_at(train_cfg, tasks):
     return (int(train_cfg.nan_step), names.index(task))
 
 
+def _spec_augment(data_cfg):
+    """The SpecAugment of data.time_masks etc., or None when both counts are 0."""
+    d = data_cfg
+    if not (d.time_masks or d.freq_masks):
+        return None
+    return pipeline.SpecAugment(
+        d.time_masks, d.time_mask_frames, d.freq_masks, d.freq_mask_bands
+    )
+
+
 class Experiment:
     """Everything a run builds from its config before the first step."""
 
@@ -142,6 +152,7 @@ class Experiment:
                 seed=c.seed,
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
+                augment=_spec_augment(c.data),
             )
         )
 
