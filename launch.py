@@ -9,6 +9,8 @@
       --workdir=runs/weighting [--sweep.print_commands]
   python launch.py --mode=cv --config=configs/synthetic.py \
       --config.split.protocol=speaker --workdir=runs/cv
+  python launch.py --mode=prepare --config=configs/alexnet_mtl.py:corpus=emodb \
+      --config.corpus.root=/data/emodb
 """
 
 import re
@@ -24,8 +26,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (resumes if it exist
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate", "sweep", "cv"],
-    "What to do (cv: every fold of split.protocol, then the table).",
+    ["train", "evaluate", "sweep", "cv", "prepare"],
+    "What to do (cv: every fold of split.protocol, then the table; prepare: a "
+    "summary of the corpus).",
 )
 _PRINT_COMMANDS = flags.DEFINE_bool(
     "sweep.print_commands",
@@ -37,7 +40,7 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     False,
     "Resume a workdir made with another config (the difference is printed).",
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 
 # Exit statuses besides 0 (done) and 1 (a crash): see the README's Reliability.
 EXIT_CONFIG = 2  # The config or the workdir cannot work; nothing was done.
@@ -54,6 +57,10 @@ def main(argv):
     distributed.maybe_initialize()
     config = _CONFIG.value
     try:
+        if _MODE.value == "prepare":
+            return _prepare(config)
+        if not _WORKDIR.value:
+            _exit(EXIT_CONFIG, f"Flag error: --mode={_MODE.value} needs --workdir")
         if _MODE.value == "sweep":
             return _sweep(config)
         if _MODE.value == "cv":
@@ -97,6 +104,15 @@ def _train_and_report(config, workdir):
         config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value
     )
     _report(config, workdir, results)
+
+
+def _prepare(config):
+    """Prints a one-screen summary of the configured corpus."""
+    from mtl_ser.data import corpora, summary
+    from mtl_ser.training import checks
+
+    checks.validate_config(config)
+    print(summary.summarise(corpora.load_corpus(config.corpus)))
 
 
 def _cross_validate(config, workdir):

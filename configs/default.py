@@ -17,9 +17,16 @@ def get_config(arg=None):
     # The corpus: which adapter reads it and where it lives.
     c.corpus = ml_collections.ConfigDict()
     c.corpus.name = "synthetic"  # A key of mtl_ser.data.corpora.CORPORA.
-    c.corpus.root = "data/synthetic"  # Corpus folder (synthetic: made if missing).
+    # Corpus folder (synthetic: made if missing; manifest: the .csv/.jsonl file or
+    # its folder).
+    c.corpus.root = "data/synthetic"
     c.corpus.num_speakers = 10  # synthetic only: speakers to generate (even).
     c.corpus.utterances_per_speaker = 64  # synthetic only: a multiple of 4.
+    # iemocap only: "paper4_exc" (ang, hap+exc, neu, sad: 5531 utterances),
+    # "paper4" (exc left out: 4490) or a map "ang:anger,exc:happiness,...".
+    c.corpus.iemocap_classes = "paper4_exc"
+    c.corpus.iemocap_kind = "both"  # iemocap only: both, improvised or scripted.
+    c.corpus.include_song = False  # ravdess only: also read the song files.
 
     # Speaker-independent splits: no speaker is in two splits.
     c.split = ml_collections.ConfigDict()

@@ -40,8 +40,8 @@ def validate_config(config):
         f"{sorted(corpora.CORPORA)}",
     )
     _require(
-        c.corpus.name in corpora.GENERATED or os.path.isdir(c.corpus.root),
-        f"corpus.root={c.corpus.root!r}: no such folder; point it at the "
+        c.corpus.name in corpora.GENERATED or os.path.exists(c.corpus.root),
+        f"corpus.root={c.corpus.root!r}: not found; point it at the "
         f"{c.corpus.name} corpus (--config.corpus.root=...)",
     )
     _require(
