@@ -51,6 +51,9 @@ def test_impossible_configs_fail_in_one_line_before_any_work(
     [
         ("--config.model.width=wide", "--config.model.width=wide"),  # Wrong type.
         ("--config.trian.num_steps=5", "no field 'trian'; did you mean 'train'?"),
+        # Checked after parsing (checks.validate_config), reported the same way.
+        ("--config.model.name=resnet", "Config error: model.name='resnet'"),
+        ("--config.optim.learning_rate=-0.1", "optim.learning_rate=-0.1: must be"),
     ],
 )
 def test_flag_errors_name_the_field(override, field, tmp_path):
