@@ -163,3 +163,17 @@ def test_config_turns_spec_augment_on_for_training_batches(smoke_config):
     x = next(exp.train_iterator())["x"]
     zero_bands = np.all(x == 0, axis=(1, 3)).sum(axis=1)  # Per example.
     assert zero_bands.max() > 0 and zero_bands.max() <= 12
+
+
+def test_utterances_outside_the_classes_are_counted_not_lost_silently(
+    smoke_config, capsys
+):
+    tasks = tasks_lib.make_tasks("emotion", "anger,sadness", "mse")
+    data = pipeline.build_data(smoke_config, tasks, verbose=True)
+    line = next(
+        x for x in capsys.readouterr().out.splitlines() if x.startswith("Left out")
+    )
+    assert line == (
+        f"Left out {data.dropped} of 48 utterances without a label among the "
+        "classes of task emotion: happiness 12, neutral 12"
+    )
