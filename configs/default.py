@@ -30,7 +30,9 @@ def get_config(arg=None):
 
     # Speaker-independent splits: no speaker is in two splits.
     c.split = ml_collections.ConfigDict()
-    # "holdout" (the speakers below) trains once. Cross-validation (--mode=cv):
+    # "holdout" (the speakers below) or "corpus" (the corpus's own split: each
+    # utterance's "split" label, e.g. a manifest column) trains once.
+    # Cross-validation (--mode=cv):
     # "speaker" leave-one-speaker-out, "group" leave-one-group-out (IEMOCAP
     # sessions), "kfold" speaker-grouped k-fold; see data/splits.cv_folds.
     c.split.protocol = "holdout"

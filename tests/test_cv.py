@@ -1,5 +1,6 @@
 """Cross-validation: folds of each protocol, and --mode=cv end to end."""
 
+import dataclasses
 import json
 import os
 
@@ -122,3 +123,63 @@ def test_a_cv_protocol_is_refused_by_train_mode(smoke_config, tmp_path):
     with pytest.raises(ConfigError, match="split.fold=6: .* 0..5"):
         smoke_config.split.fold = 6
         launch._cross_validate(smoke_config, str(tmp_path / "cv"))
+
+
+def _with_splits(groups: dict, split_of: dict) -> list[Utterance]:
+    return [
+        Utterance(
+            u.uid,
+            u.path,
+            u.speaker,
+            u.group,
+            u.gender,
+            {**u.labels, "split": split_of[u.speaker]},
+        )
+        for u in _corpus(groups)
+    ]
+
+
+def test_the_corpus_split_is_read_and_must_be_speaker_independent():
+    groups = {"": ("a", "b", "c", "d")}
+    parts = splits.corpus_split(
+        _with_splits(groups, {"a": "train", "b": "train", "c": "val", "d": "test"})
+    )
+    assert {k: sorted({u.speaker for u in v}) for k, v in parts.items()} == {
+        "train": ["a", "b"],
+        "val": ["c"],
+        "test": ["d"],
+    }
+    mixed = _with_splits(groups, {"a": "train", "b": "train", "c": "val", "d": "test"})
+    mixed[0] = dataclasses.replace(mixed[0], labels={"split": "test"})
+    with pytest.raises(
+        ConfigError, match="speaker a is in both the train and the test"
+    ):
+        splits.corpus_split(mixed)
+    with pytest.raises(ConfigError, match=r"a_0 \(/a_0.wav\) has no .* split label"):
+        splits.corpus_split(_corpus(groups))
+
+
+def test_a_manifest_with_a_split_column_trains_on_its_own_split(smoke_config, tmp_path):
+    from mtl_ser import tasks as tasks_lib
+    from mtl_ser.data import pipeline
+
+    root = smoke_config.corpus.root
+    split_of = {"spk04": "val", "spk05": "test"}
+    with open(os.path.join(root, "manifest.csv")) as f:
+        header, *rows = f.read().splitlines()
+    lines = [header + ",split"] + [
+        f"{r},{split_of.get(r.split(',')[2], 'train')}" for r in rows
+    ]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(lines).replace("wav/", f"{root}/wav/") + "\n")
+    smoke_config.corpus.name, smoke_config.corpus.root = "manifest", str(manifest)
+    smoke_config.split.protocol = "corpus"
+    tasks = tasks_lib.make_tasks(
+        "emotion,gender", "anger,happiness,neutral,sadness", "mse"
+    )
+    data = pipeline.build_data(smoke_config, tasks, verbose=False)
+    assert {k: sorted(set(v.speakers)) for k, v in data.splits.items()} == {
+        "train": ["spk00", "spk01", "spk02", "spk03"],
+        "val": ["spk04"],
+        "test": ["spk05"],
+    }

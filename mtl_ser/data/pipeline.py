@@ -82,9 +82,10 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
       AudioError: a file is unusable and data.bad_audio is "fail", or no file
         is usable; the message names the file.
     """
-    if config.split.protocol != "holdout":
+    protocol = config.split.protocol
+    if protocol not in splits.SINGLE_SPLITS:
         raise ConfigError(
-            f"split.protocol={config.split.protocol!r} is a cross-validation: run "
+            f"split.protocol={protocol!r} is a cross-validation: run "
             "launch.py --mode=cv (--config.split.fold=i for one fold)"
         )
     utterances = corpora.load_corpus(config.corpus)
@@ -92,16 +93,24 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
     kept = [u for u in utterances if _has_label(main, u)]
     if verbose and len(kept) < len(utterances):
         print(unlabelled_summary(main, utterances, kept), flush=True)
-    val_speakers = splits.parse_speakers(config.split.val_speakers)
-    test_speakers = splits.parse_speakers(config.split.test_speakers)
-    splits.holdout_split(kept, val_speakers, test_speakers)  # Fails before caching.
+
+    def split(us):
+        if protocol == "corpus":
+            return splits.corpus_split(us)
+        return splits.holdout_split(
+            us,
+            splits.parse_speakers(config.split.val_speakers),
+            splits.parse_speakers(config.split.test_speakers),
+        )
+
+    split(kept)  # Fails before caching.
     store = cache.build_cache(
         kept, config.features, bad_audio=config.data.bad_audio, verbose=verbose
     )
     unusable = {uid for uid, _, _ in store.excluded}
     usable = [u for u in kept if u.uid not in unusable]
     try:
-        parts = splits.holdout_split(usable, val_speakers, test_speakers)
+        parts = split(usable)
     except ConfigError as e:
         raise ConfigError(
             f"{e} (after excluding {len(unusable)} unusable files)"

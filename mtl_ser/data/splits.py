@@ -54,8 +54,42 @@ def parse_speakers(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-# Cross-validation protocols (split.protocol), each a list of folds.
-PROTOCOLS = ("holdout", "speaker", "group", "kfold")
+# split.protocol: one split ("holdout": named speakers; "corpus": the corpus's
+# own, from each utterance's "split" label), or a cross-validation (the others).
+SINGLE_SPLITS = ("holdout", "corpus")
+PROTOCOLS = (*SINGLE_SPLITS, "speaker", "group", "kfold")
+
+
+def corpus_split(utterances: Sequence[Utterance]) -> dict[str, list[Utterance]]:
+    """The corpus's own split: each utterance's "split" label (train/val/test).
+
+    Raises:
+      ConfigError: an utterance has no split label, a split is empty, or a
+        speaker is in two splits (the split would not be speaker-independent).
+    """
+    parts = {"train": [], "val": [], "test": []}
+    for u in utterances:
+        name = u.labels.get("split")
+        if name not in parts:
+            raise ConfigError(
+                f"split.protocol='corpus': utterance {u.uid} ({u.path}) has no "
+                f"train/val/test split label (got {name!r})"
+            )
+        parts[name].append(u)
+    for name, members in parts.items():
+        if not members:
+            raise ConfigError(f"split.protocol='corpus': the {name} split is empty")
+    seen = {}
+    for name, members in parts.items():
+        for speaker in sorted({u.speaker for u in members}):
+            if speaker in seen:
+                raise ConfigError(
+                    f"split.protocol='corpus': speaker {speaker} is in both the "
+                    f"{seen[speaker]} and the {name} split; the corpus's split is "
+                    "not speaker-independent (use 'speaker' or 'kfold')"
+                )
+            seen[speaker] = name
+    return parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +161,7 @@ def cv_folds(
     else:
         raise ConfigError(
             f"split.protocol={protocol!r}: cross-validation needs one of "
-            f"{PROTOCOLS[1:]}"
+            f"{PROTOCOLS[len(SINGLE_SPLITS) :]}"
         )
     folds = []
     for i, (name, members) in enumerate(groups):
