@@ -56,6 +56,11 @@ def get_config(arg=None):
 
     # Input pipeline (Grain).
     c.data = ml_collections.ConfigDict()
+    # "segments": train on random crops of crop_frames, evaluate on windows
+    # covering each utterance (eval_hop_frames apart), probabilities averaged.
+    # "fixed": each utterance is cut or padded to its centre crop_frames, in
+    # training and evaluation alike.
+    c.data.inputs = "segments"
     c.data.crop_frames = 128  # Training crop length T (frames).
     c.data.eval_hop_frames = 64  # Hop between evaluation windows (frames).
     c.data.batch_size = 32  # Global training batch (divisible by device count).

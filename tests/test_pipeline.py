@@ -177,3 +177,51 @@ def test_utterances_outside_the_classes_are_counted_not_lost_silently(
         f"Left out {data.dropped} of 48 utterances without a label among the "
         "classes of task emotion: happiness 12, neutral 12"
     )
+
+
+def test_fixed_inputs_are_one_centre_window_per_utterance(data):
+    split, crop = data.splits["train"], 64
+    lengths = split.store.lengths[split.rows]
+    windows = pipeline.eval_windows(split, crop, 32, fixed=True)
+    np.testing.assert_array_equal(windows[:, 0], np.arange(len(split)))
+    np.testing.assert_array_equal(windows[:, 1], np.maximum(lengths - crop, 0) // 2)
+    by_seed = []
+    for seed in (1, 2):
+        it = iter(
+            pipeline.train_dataset(
+                split, data, crop=crop, batch_size=8, seed=seed, fixed=True
+            )
+        )
+        by_seed.append({})
+        for _ in range(4):
+            batch = next(it)
+            by_seed[-1].update(zip(batch["utt"].tolist(), batch["x"], strict=True))
+    common = set(by_seed[0]) & set(by_seed[1])
+    assert len(common) >= 8
+    for utt in common:  # The same crop whatever the seed: not random.
+        np.testing.assert_array_equal(by_seed[0][utt], by_seed[1][utt])
+
+
+def test_config_inputs_fixed_reaches_training_and_evaluation(smoke_config, monkeypatch):
+    from mtl_ser.training import loop
+
+    smoke_config.data.inputs = "fixed"
+    exp = loop.Experiment(smoke_config, verbose=False)
+    seen = []
+    real = pipeline.eval_windows
+
+    def spy(split, crop, hop, *, fixed=False):
+        seen.append(fixed)
+        return real(split, crop, hop, fixed=fixed)
+
+    monkeypatch.setattr(pipeline, "eval_windows", spy)
+    exp.evaluate(exp.state, "val", "val")
+    assert seen == [True]
+    train = next(exp.train_iterator())
+    split = exp.data.splits["train"]
+    for utt, x in zip(train["utt"], train["x"], strict=True):
+        length = int(split.store.lengths[split.rows[utt]])
+        start = pipeline.centre_start(length, smoke_config.data.crop_frames)
+        crop = smoke_config.data.crop_frames
+        expected = pipeline.EvalWindow(split, exp.data, crop).map((utt, start))["x"]
+        np.testing.assert_array_equal(x, expected)

@@ -303,17 +303,27 @@ class SpecAugment:
         return x
 
 
-class RandomCrop(_Example, grain.transforms.RandomMap):
-    """Training example: a random crop of `crop` frames of utterance i, then
-    the optional `augment` (drawn after the crop, so crops do not change)."""
+def centre_start(length: int, crop: int) -> int:
+    """Start of the centre window of `crop` frames (0 when the utterance is short)."""
+    return max(length - crop, 0) // 2
 
-    def __init__(self, split, data, crop, augment: "SpecAugment | None" = None):
+
+class RandomCrop(_Example, grain.transforms.RandomMap):
+    """Training example: a random crop of `crop` frames of utterance i (with
+    `fixed`, its centre crop), then the optional `augment` (drawn after the
+    crop, so crops do not change)."""
+
+    def __init__(
+        self, split, data, crop, augment: "SpecAugment | None" = None, fixed=False
+    ):
         super().__init__(split, data, crop)
-        self.augment = augment
+        self.augment, self.fixed = augment, fixed
 
     def random_map(self, i, rng: np.random.Generator):
         length = int(self.split.store.lengths[self.split.rows[i]])
         start = int(rng.integers(0, max(length - self.crop, 0) + 1))
+        if self.fixed:  # The draw above still happens: augment's stay the same.
+            start = centre_start(length, self.crop)
         example = self.example(i, start)
         if self.augment is not None:
             example["x"] = self.augment(example["x"], rng)
@@ -338,10 +348,12 @@ def train_dataset(
     process_index: int = 0,
     process_count: int = 1,
     augment: "SpecAugment | None" = None,
+    fixed: bool = False,
 ) -> grain.IterDataset:
     """Endless shuffled training batches of this process's share.
 
-    Each example is a random crop, masked by `augment` when given.
+    Each example is a random crop (with `fixed`, the centre crop), masked by
+    `augment` when given.
 
     Every epoch is a new permutation of the split; process p takes elements
     p, p + P, p + 2P, ... of the global order, so processes see disjoint examples
@@ -361,7 +373,7 @@ def train_dataset(
     # Crop, then take this process's share: an example's random crop follows
     # from its place in the global order, whatever the number of processes
     # (cropping the share would give every process the same random draws).
-    example = RandomCrop(split, data, crop, augment)
+    example = RandomCrop(split, data, crop, augment, fixed)
     ds = _train_order(len(split), seed, 0, 1).random_map(example)
     ds = ds[process_index::process_count]
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
@@ -390,15 +402,21 @@ def train_batch_indices(
     return np.asarray(rows, np.int64)
 
 
-def eval_windows(split: SplitData, crop: int, hop: int) -> np.ndarray:
+def eval_windows(
+    split: SplitData, crop: int, hop: int, *, fixed: bool = False
+) -> np.ndarray:
     """Windows covering every utterance whole: [W, 2] (utterance index, start).
 
     Starts are 0, hop, 2 hop, ... while a full window fits, plus a final window
     flush with the end; an utterance shorter than `crop` gets one padded window.
+    With `fixed`, each utterance has one window: its centre crop.
     """
     windows = []
     for i, row in enumerate(split.rows):
         length = int(split.store.lengths[row])
+        if fixed:
+            windows.append((i, centre_start(length, crop)))
+            continue
         starts = list(range(0, max(length - crop, 0) + 1, hop))
         if length > crop and starts[-1] != length - crop:
             starts.append(length - crop)
@@ -406,12 +424,20 @@ def eval_windows(split: SplitData, crop: int, hop: int) -> np.ndarray:
     return np.array(windows, np.int64)
 
 
-def eval_batches(split: SplitData, data: Data, *, crop: int, hop: int, batch_size: int):
+def eval_batches(
+    split: SplitData,
+    data: Data,
+    *,
+    crop: int,
+    hop: int,
+    batch_size: int,
+    fixed: bool = False,
+):
     """Yields full global evaluation batches (numpy); the last is padded.
 
     Padding rows have `utt` = -1 and zero masks, so they count nowhere.
     """
-    windows = eval_windows(split, crop, hop)
+    windows = eval_windows(split, crop, hop, fixed=fixed)
     ds = grain.MapDataset.source(windows).map(EvalWindow(split, data, crop))
     for batch in ds.batch(batch_size):
         yield _pad_batch(batch, batch_size)

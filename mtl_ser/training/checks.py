@@ -77,6 +77,10 @@ def validate_config(config):
         c.train.nan_task in ("",) + tuple(c.tasks.split(",")),
         f"train.nan_task={c.train.nan_task!r}: not one of tasks={c.tasks!r}",
     )
+    _require(
+        c.data.inputs in ("segments", "fixed"),
+        f"data.inputs={c.data.inputs!r}: choose 'segments' or 'fixed'",
+    )
     _require(c.data.crop_frames > 0, f"data.crop_frames={c.data.crop_frames}: > 0")
     _require(c.data.eval_hop_frames > 0, "data.eval_hop_frames: must be > 0")
     _require(

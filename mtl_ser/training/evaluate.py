@@ -9,7 +9,9 @@ from mtl_ser.training import metrics as metrics_lib
 from mtl_ser.training import sharding
 
 
-def predict_split(predict_fn, state, split, data, mesh, *, crop, hop, batch_size):
+def predict_split(
+    predict_fn, state, split, data, mesh, *, crop, hop, batch_size, fixed=False
+):
     """Mean window prediction per utterance of a split.
 
     Args:
@@ -19,13 +21,14 @@ def predict_split(predict_fn, state, split, data, mesh, *, crop, hop, batch_size
       data: the pipeline.Data (normalisation).
       mesh: the device mesh.
       crop, hop, batch_size: evaluation windowing and global batch size.
+      fixed: one centre window per utterance instead of windows covering it.
 
     Returns:
       {task: [N, C] mean class probabilities or [N] mean values}.
     """
     sums, counts = {}, np.zeros(len(split), np.float64)
     for batch in pipeline.eval_batches(
-        split, data, crop=crop, hop=hop, batch_size=batch_size
+        split, data, crop=crop, hop=hop, batch_size=batch_size, fixed=fixed
     ):
         x = sharding.from_global(batch["x"], mesh)
         preds = jax.device_get(predict_fn(state, x))

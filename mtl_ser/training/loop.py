@@ -153,6 +153,7 @@ class Experiment:
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
                 augment=_spec_augment(c.data),
+                fixed=c.data.inputs == "fixed",
             )
         )
 
@@ -168,6 +169,7 @@ class Experiment:
             crop=c.data.crop_frames,
             hop=c.data.eval_hop_frames,
             batch_size=c.data.eval_batch_size,
+            fixed=c.data.inputs == "fixed",
         )
         preds = self.data.unstandardise(preds)
         return evaluate.split_metrics(prefix, self.tasks, split, preds)
