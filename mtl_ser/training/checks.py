@@ -5,7 +5,7 @@ import os
 import jax
 
 from mtl_ser import models, tasks, weighting
-from mtl_ser.data import corpora, splits
+from mtl_ser.data import cache, corpora, splits
 from mtl_ser.errors import ConfigError
 
 
@@ -91,8 +91,9 @@ def validate_config(config):
     for field in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
         _require(c.data[field] >= 0, f"data.{field}={c.data[field]}: must be >= 0")
     _require(
-        c.data.bad_audio in ("exclude", "fail"),
-        f"data.bad_audio={c.data.bad_audio!r}: choose 'exclude' or 'fail'",
+        c.data.bad_audio in cache.BAD_AUDIO_POLICIES,
+        f"data.bad_audio={c.data.bad_audio!r}: choose one of "
+        f"{cache.BAD_AUDIO_POLICIES}",
     )
     try:
         task_list = tasks.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)

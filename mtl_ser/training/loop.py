@@ -1,7 +1,6 @@
 """train_and_evaluate: the training loop, read as a table of contents."""
 
 import functools
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -243,7 +242,7 @@ def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change)
             writer.close()
         if state is None:
             return None
-        _write_json(os.path.join(workdir, "results.json"), results)
+        workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
@@ -387,14 +386,5 @@ def evaluate_workdir(config, workdir: str) -> dict:
         raise FileNotFoundError(f"{workdir}: no checkpoint to evaluate")
     results = final_evaluation(exp, state, ckpt)
     ckpt.close()
-    _write_json(os.path.join(workdir, "results.json"), results)
+    workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
     return results
-
-
-def _write_json(path: str, obj):
-    if jax.process_index() != 0:
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

@@ -171,13 +171,18 @@ def check_config(workdir: str, config: dict, *, allow_change: bool):
     print(f"Resuming with a changed config (saved -> now):\n  {listing}")
 
 
+def write_json(path: str, obj):
+    """Writes `obj` to `path` from process 0 only, atomically (temp + rename)."""
+    if jax.process_index() != 0:
+        return
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def save_config(workdir: str, config: dict):
-    """Writes `<workdir>/config.json` (process 0), atomically."""
-    if jax.process_index() == 0:
-        path = os.path.join(workdir, "config.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(config, f, indent=2)
-        os.replace(path + ".tmp", path)
+    """Writes `<workdir>/config.json`."""
+    write_json(os.path.join(workdir, "config.json"), config)
 
 
 def remove_if_empty(workdir: str):
