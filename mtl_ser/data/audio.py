@@ -61,20 +61,41 @@ def load_audio(path: "str | os.PathLike[str]", sample_rate: int) -> np.ndarray:
     _check_file(path)
     _check_wav_truncation(path)
     wave, native_rate = _decode(path)
+    return conform(wave, native_rate, sample_rate, path)
+
+
+def conform(
+    wave: np.ndarray, native_rate: int, sample_rate: int, name: str
+) -> np.ndarray:
+    """Decoded samples -> the float32 mono waveform at `sample_rate`.
+
+    What load_audio does after decoding, for samples that come from elsewhere
+    (e.g. mtl_ser.Predictor.predict).
+
+    Args:
+        wave: [frames, channels] float samples at `native_rate`.
+        native_rate: their rate in Hz.
+        sample_rate: the target rate in Hz.
+        name: what the errors call the samples (a path, "waveform").
+
+    Raises:
+        AudioError: naming `name`: a rate below 4 kHz, no samples, NaN/Inf, all
+            zero, or too short to resample.
+    """
     if native_rate < _MIN_SAMPLE_RATE:
         raise AudioError(
-            f"{path}: unsupported sample rate {native_rate} Hz "
+            f"{name}: unsupported sample rate {native_rate} Hz "
             f"(at least {_MIN_SAMPLE_RATE} Hz)"
         )
     wave = _downmix(wave)
-    _check_samples(wave, path)
+    _check_samples(wave, name)
     if native_rate != sample_rate:
         wave = librosa.resample(
             wave, orig_sr=native_rate, target_sr=int(sample_rate), **_RESAMPLE_KWARGS
         )
         # A handful of samples can shrink to nothing when downsampling.
         if wave.size == 0:
-            raise AudioError(f"{path}: too short to resample to {sample_rate} Hz")
+            raise AudioError(f"{name}: too short to resample to {sample_rate} Hz")
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 

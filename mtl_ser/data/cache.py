@@ -90,7 +90,21 @@ def utterance_features(path: str, cfg) -> np.ndarray:
     Raises:
       audio.AudioError: the file cannot be used; the message names it.
     """
-    wave = audio.load_audio(path, cfg.sample_rate)
+    return waveform_features(audio.load_audio(path, cfg.sample_rate), cfg, name=path)
+
+
+def waveform_features(wave: np.ndarray, cfg, *, name: str) -> np.ndarray:
+    """Trim and log-mel a waveform at `cfg.sample_rate`: [T, n_mels] float32.
+
+    Args:
+      wave: [N] float32 mono samples at cfg.sample_rate (as audio.load_audio
+        returns them).
+      cfg: the `features` sub-config.
+      name: what the waveform is (its file), for error messages.
+
+    Raises:
+      audio.AudioError: the features are not finite; the message names `name`.
+    """
     with np.errstate(over="ignore", invalid="ignore"):  # Reported below.
         wave = audio.trim_silence(wave, cfg.trim_top_db, cfg.n_fft, cfg.hop_length)
         mel = features.log_mel(
@@ -107,7 +121,7 @@ def utterance_features(path: str, cfg) -> np.ndarray:
     if not np.all(np.isfinite(mel)):
         peak = float(np.max(np.abs(wave)))
         raise audio.AudioError(
-            f"{path}: non-finite log-mel features (peak |sample| {peak:.3g})"
+            f"{name}: non-finite log-mel features (peak |sample| {peak:.3g})"
         )
     return mel
 

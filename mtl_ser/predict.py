@@ -1,0 +1,460 @@
+"""Predictions of a trained run on new audio, as its evaluation computes them.
+
+  predictor = Predictor("runs/synthetic")
+  predictor.predict(waveform, sample_rate)  # {"emotion": {"class": ...,
+  # "probabilities": {...}}, "arousal": {"value": ...}, ...}
+  rows, skipped = predictor.predict_files(["a.wav", "b.wav"])
+
+The run's `config.json` rebuilds the model and its evaluation step; the best
+checkpoint (else the latest) gives the weights and `normalisation.json` the
+training statistics. A file goes the feature path of training (decode,
+resample, trim, log-mel: `cache.utterance_features`) and the windows of
+evaluation (`pipeline.eval_batches`); its windows' class probabilities and
+regression values are averaged, and the values mapped back to label units,
+by the very code evaluation uses (`evaluate.predict_split`). So predictions
+on a run's test files reproduce its test metrics exactly (on the same devices
+and XLA flags: another compilation of the step may round differently).
+
+Every process of a multi-process run must build the Predictor and call its
+methods with the same inputs: they run the jitted step on the mesh.
+"""
+
+import csv
+import io
+import json
+import os
+from typing import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import tqdm
+
+from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import audio, cache, normalisation, pipeline
+from mtl_ser.errors import ConfigError
+from mtl_ser.training import checkpointing, evaluate, loop, sharding
+from mtl_ser.training import workdir as workdir_lib
+
+# Files whose log-mels are held in memory at once by predict_files; each
+# chunk's windows are batched as evaluation batches a split's.
+FILES_PER_CHUNK = 256
+MANIFEST_EXTENSIONS = (".csv", ".jsonl")
+
+
+class InputError(ValueError):
+    """An input list cannot be read (e.g. a manifest without a path column)."""
+
+
+class Predictor:
+    """A trained run, ready to predict: its config, model, weights, statistics.
+
+    Attributes:
+      workdir: the run folder.
+      config: the run's config (from config.json).
+      tasks: its tasks, in output order.
+      checkpoint: ("best" or "latest", step) of the restored weights.
+    """
+
+    def __init__(self, workdir: str, *, mesh=None, verbose: bool = True):
+        """Loads the run in `workdir`.
+
+        Args:
+          workdir: a training run's folder.
+          mesh: the device mesh (default: all devices).
+          verbose: say so when the statistics are rebuilt from the corpus.
+
+        Raises:
+          workdir_lib.WorkdirError: no config.json or no checkpoint in `workdir`,
+            or no statistics (see normalisation.load_or_rebuild).
+          ConfigError: data.eval_batch_size does not split over the devices.
+        """
+        self.workdir = workdir
+        self.config = c = load_config(workdir)
+        self.tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
+        try:
+            sharding.check_batch_size(c.data.eval_batch_size, "data.eval_batch_size")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        ckpt = checkpointing.Checkpointer(
+            workdir, keep=c.train.keep_checkpoints, best_metric=c.train.best_metric
+        )
+        try:
+            self.checkpoint = _chosen_checkpoint(ckpt, workdir)
+            self.statistics = normalisation.load_or_rebuild(
+                workdir, c, self.tasks, verbose=verbose
+            )
+            steps = loop.build_steps(c, self.tasks, self.mesh)
+            self.state = _restore(ckpt, *self.checkpoint, steps.state)
+        finally:
+            ckpt.close()
+        self.eval_fn = steps.eval_fn
+
+    def predict(self, waveform: np.ndarray, sample_rate: int) -> dict:
+        """Predicts one utterance from its samples.
+
+        Args:
+          waveform: [N] or [N, channels] samples (see `conform_waveform`).
+          sample_rate: their rate in Hz; resampled as files are.
+
+        Returns:
+          {task: {"class": name, "probabilities": {class: p}}} for each
+          classification task, {task: {"value": v}} for each regression task.
+
+        Raises:
+          audio.AudioError: the samples cannot be used (as a file's could not).
+        """
+        features = self.config.features
+        wave = conform_waveform(waveform, sample_rate, features.sample_rate)
+        mel = cache.waveform_features(wave, features, name="waveform")
+        return self.results(self.predict_features([mel]))[0]
+
+    def predict_files(
+        self, paths: Sequence[str], *, progress: bool = False
+    ) -> tuple[list, list]:
+        """Predicts each file; a file that cannot be used is skipped.
+
+        Args:
+          paths: audio files.
+          progress: show a progress bar (process 0).
+
+        Returns:
+          (rows, skipped): rows {"path": path, **predict()'s dict} of the
+          files predicted, in the given order; (path, reason) of the others.
+        """
+        rows, skipped = [], []
+        bar = tqdm.tqdm(
+            total=len(paths),
+            unit="file",
+            disable=not progress or jax.process_index() != 0,
+        )
+        for start in range(0, len(paths), FILES_PER_CHUNK):
+            kept, mels = [], []
+            for path in map(os.fspath, paths[start : start + FILES_PER_CHUNK]):
+                try:
+                    mels.append(cache.utterance_features(path, self.config.features))
+                    kept.append(path)
+                except (audio.AudioError, OSError) as e:
+                    skipped.append((path, _reason(e, path)))
+                bar.update(1)
+            if mels:
+                results = self.results(self.predict_features(mels))
+                rows.extend(
+                    {"path": p, **r} for p, r in zip(kept, results, strict=True)
+                )
+        bar.close()
+        return rows, skipped
+
+    def predict_features(self, mels: Sequence[np.ndarray]) -> dict:
+        """Utterance predictions from log-mels as the cache holds them.
+
+        Args:
+          mels: N arrays [T_i, n_mels] (cache.utterance_features).
+
+        Returns:
+          {task: [N, C] mean class probabilities or [N] values in label units}.
+        """
+        c = self.config
+        preds = evaluate.predict_split(
+            self.eval_fn,
+            self.state,
+            _in_memory_split(mels, self.tasks),
+            self.statistics,
+            self.mesh,
+            crop=c.data.crop_frames,
+            hop=c.data.eval_hop_frames,
+            batch_size=c.data.eval_batch_size,
+            fixed=c.data.inputs == "fixed",
+        )
+        return self.statistics.unstandardise(preds)
+
+    def results(self, predictions: dict) -> list[dict]:
+        """predict_features' arrays -> one dict per utterance, as predict()."""
+        num = len(predictions[self.tasks[0].name])
+        rows = [{} for _ in range(num)]
+        for task in self.tasks:
+            for row, p in zip(rows, predictions[task.name], strict=True):
+                if task.kind == tasks_lib.CLASSIFICATION:
+                    row[task.name] = {
+                        "class": task.classes[int(np.argmax(p))],
+                        "probabilities": dict(
+                            zip(task.classes, map(float, p), strict=True)
+                        ),
+                    }
+                else:
+                    row[task.name] = {"value": float(p)}
+        return rows
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was trained with (`<workdir>/config.json`), locked."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isdir(workdir):
+        raise workdir_lib.WorkdirError(f"{workdir}: no such run folder")
+    if not os.path.isfile(path):
+        raise workdir_lib.WorkdirError(
+            f"{workdir}: no config.json; is it the --workdir of a training run?"
+        )
+    try:
+        with open(path) as f:
+            config = ml_collections.ConfigDict(json.load(f))
+    except ValueError as e:
+        raise workdir_lib.WorkdirError(f"{path}: not a config ({e})") from e
+    config.lock()
+    return config
+
+
+def _chosen_checkpoint(ckpt, workdir: str) -> tuple[str, int]:
+    """("best", step) if the run has a best checkpoint, else ("latest", step)."""
+    if ckpt.best.best_step() is not None:
+        return "best", int(ckpt.best.best_step())
+    if ckpt.latest_step() is not None:
+        return "latest", int(ckpt.latest_step())
+    raise workdir_lib.WorkdirError(
+        f"{workdir}: no checkpoint to predict with (best/ and checkpoints/ hold "
+        "none); train the run first"
+    )
+
+
+def _restore(ckpt, kind: str, step: int, state):
+    """The train state of checkpoint (kind, step), shaped and sharded as `state`."""
+    manager = ckpt.best if kind == "best" else ckpt.latest
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(state))
+    return manager.restore(step, args=args).state
+
+
+class _InMemoryStore:
+    """Log-mels held in memory, read as a cache.FeatureStore is."""
+
+    def __init__(self, mels: Sequence[np.ndarray]):
+        self.mels = list(mels)
+        self.lengths = np.array([len(m) for m in self.mels], np.int64)
+
+    def get(self, row: int) -> np.ndarray:
+        return self.mels[row]
+
+
+def _in_memory_split(mels, tasks) -> pipeline.SplitData:
+    """An unlabelled split of these log-mels, for evaluate.predict_split."""
+    n = len(mels)
+    dtypes = {tasks_lib.CLASSIFICATION: np.int32, tasks_lib.REGRESSION: np.float32}
+    return pipeline.SplitData(
+        store=_InMemoryStore(mels),
+        rows=np.arange(n),
+        uids=tuple(range(n)),
+        speakers=("",) * n,
+        labels={t.name: np.zeros(n, dtypes[t.kind]) for t in tasks},
+        masks={t.name: np.zeros(n, np.float32) for t in tasks},
+    )
+
+
+def conform_waveform(waveform, sample_rate: int, target_rate: int) -> np.ndarray:
+    """Samples -> what audio.load_audio makes of a file: [N'] float32 mono.
+
+    Args:
+      waveform: [N] or [N, channels] samples (soundfile's layout; channels are
+        averaged), floats in [-1, 1] or signed integer PCM (scaled by its full
+        range, as soundfile reads PCM files).
+      sample_rate: their rate in Hz.
+      target_rate: the features' rate; resampled as load_audio resamples.
+
+    Raises:
+      audio.AudioError: no samples, NaN/Inf, all zero, or a rate below 4 kHz.
+      ValueError: not a 1-D or 2-D array of numbers, or a fractional rate.
+    """
+    wave = np.asarray(waveform)
+    if wave.ndim not in (1, 2) or not (
+        np.issubdtype(wave.dtype, np.floating)
+        or np.issubdtype(wave.dtype, np.signedinteger)
+    ):
+        raise ValueError(
+            f"waveform: {wave.dtype} array of shape {wave.shape}; expected float "
+            "or signed integer samples [N] or [N, channels]"
+        )
+    if np.issubdtype(wave.dtype, np.signedinteger):
+        wave = wave / float(2 ** (8 * wave.dtype.itemsize - 1))
+    wave = wave.astype(np.float32)
+    if int(sample_rate) != sample_rate:
+        raise ValueError(f"sample_rate must be an integer, got {sample_rate}")
+    wave = wave[:, None] if wave.ndim == 1 else wave
+    return audio.conform(wave, int(sample_rate), int(target_rate), "waveform")
+
+
+def _reason(error: Exception, path: str) -> str:
+    """The problem alone, on one line: the message without its leading path."""
+    text = str(error)
+    if not isinstance(error, audio.AudioError):  # E.g. PermissionError.
+        text = f"{type(error).__name__}: {text}"
+    if text.startswith(f"{path}: "):
+        text = text[len(path) + 2 :]
+    return " ".join(text.split())
+
+
+def collect_inputs(inputs: Sequence[str]) -> tuple[list, list]:
+    """The audio files that wav files, folders and manifests name.
+
+    Args:
+      inputs: each an audio file, a folder (its .wav files, recursively, in
+        sorted order) or a .csv/.jsonl manifest with a `path` column (see
+        `read_manifest`).
+
+    Returns:
+      (paths, skipped): the files, in input order; (folder, reason) of each
+      folder holding no .wav file. A file that is missing or unreadable is
+      kept: predict_files skips it with its reason.
+
+    Raises:
+      InputError: a manifest is missing or malformed; the message names it.
+    """
+    paths, skipped = [], []
+    for item in map(os.fspath, inputs):
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(folder, name)
+                for folder, _, names in os.walk(item)
+                for name in names
+                if name.lower().endswith(".wav")
+            )
+            if not found:
+                skipped.append((item, "folder holds no .wav file"))
+            paths.extend(found)
+        elif item.lower().endswith(MANIFEST_EXTENSIONS):
+            paths.extend(read_manifest(item))
+        else:
+            paths.append(item)
+    return paths, skipped
+
+
+def read_manifest(path: str) -> list[str]:
+    """The audio paths a .csv or .jsonl manifest lists, in its order.
+
+    Only the `path` column (any case) is read, so a training manifest serves
+    (corpora.manifest); relative paths are relative to the manifest's folder.
+
+    Raises:
+      InputError: the manifest is missing, has no `path` column, an empty path
+        or no rows; the message names the file and line.
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: manifest not found")
+    folder = os.path.dirname(os.path.abspath(path))
+    read = _csv_paths if path.lower().endswith(".csv") else _jsonl_paths
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            listed = read(f, path)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from e
+    out = []
+    for line, value in listed:
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{path}, line {line}: path={value!r} is not a path")
+        out.append(os.path.normpath(os.path.join(folder, value.strip())))
+    if not out:
+        raise InputError(f"{path}: no rows")
+    return out
+
+
+def _csv_paths(f, path: str) -> list[tuple[int, str]]:
+    """(line, path column) of each non-blank row of a CSV with a header."""
+    reader = csv.reader(f)
+    try:
+        header = [c.strip().lower() for c in next(reader, [])]
+        if "path" not in header:
+            raise InputError(f"{path}, line 1: no `path` column in {header}")
+        column, listed = header.index("path"), []
+        for fields in reader:
+            if any(field.strip() for field in fields):
+                value = fields[column] if column < len(fields) else ""
+                listed.append((reader.line_num, value))
+    except csv.Error as e:
+        raise InputError(f"{path}, line {reader.line_num}: {e}") from e
+    return listed
+
+
+def _jsonl_paths(f, path: str) -> list[tuple[int, str]]:
+    """(line, "path" value) of each JSON object of a JSONL file."""
+    listed = []
+    for line, text in enumerate(f, 1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as e:
+            raise InputError(f"{path}, line {line}: not JSON ({e})") from e
+        if not isinstance(record, dict):
+            raise InputError(f"{path}, line {line}: expected a JSON object")
+        keys = {str(k).strip().lower(): v for k, v in record.items()}
+        listed.append((line, keys.get("path")))
+    return listed
+
+
+def table(rows: Sequence[dict], tasks) -> tuple[list, list]:
+    """predict_files' rows as (header, records) of the predictions CSV.
+
+    Columns: path; per classification task its predicted class (named after
+    the task) and the probability of each class (`<task>_p_<class>`); per
+    regression task its value (named after the task).
+    """
+    header = ["path"]
+    for task in tasks:
+        header.append(task.name)
+        header.extend(f"{task.name}_p_{c}" for c in task.classes)
+    records = []
+    for row in rows:
+        record = [row["path"]]
+        for task in tasks:
+            result = row[task.name]
+            if task.kind == tasks_lib.CLASSIFICATION:
+                record.append(result["class"])
+                record.extend(result["probabilities"][c] for c in task.classes)
+            else:
+                record.append(result["value"])
+        records.append(record)
+    return header, records
+
+
+def write_predictions(
+    folder: str, predictor: Predictor, rows: Sequence[dict], skipped: Sequence
+) -> list[str]:
+    """Writes predictions.csv, predictions.json and skipped.tsv into `folder`.
+
+    Each file is written atomically; skipped.tsv (path, reason) only when a
+    file was skipped (one left by an earlier prediction is removed). Call it
+    from process 0 only.
+
+    Returns:
+      The paths written.
+    """
+    os.makedirs(folder, exist_ok=True)
+    header, records = table(rows, predictor.tasks)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([header, *records])
+    written = [_write_text(os.path.join(folder, "predictions.csv"), text.getvalue())]
+    kind, step = predictor.checkpoint
+    summary = {
+        "workdir": os.path.abspath(predictor.workdir),
+        "checkpoint": {"kind": kind, "step": step},
+        "predictions": list(rows),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+    }
+    text = json.dumps(summary, indent=2) + "\n"
+    written.append(_write_text(os.path.join(folder, "predictions.json"), text))
+    tsv = os.path.join(folder, "skipped.tsv")
+    if skipped:
+        lines = ["path\treason"] + [
+            "\t".join(" ".join(str(v).split()) for v in entry) for entry in skipped
+        ]
+        written.append(_write_text(tsv, "\n".join(lines) + "\n"))
+    elif os.path.exists(tsv):
+        os.remove(tsv)
+    return written
+
+
+def _write_text(path: str, text: str) -> str:
+    """Writes `text` to `path` atomically (temporary file, then rename)."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    return path
