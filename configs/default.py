@@ -148,6 +148,14 @@ def get_config(arg=None):
     # not been refreshed (at every log step) for this long.
     c.train.lock_stale_after_s = 600.0
 
+    # report.md's figures (mtl_ser/outputs): training curves, confusion matrices,
+    # and from <workdir>/analysis.npz (written at the final evaluation) a t-SNE
+    # of the test embeddings and Grad-CAM maps.
+    c.report = ml_collections.ConfigDict()
+    c.report.figures = True  # False: tables only, and no analysis.npz.
+    c.report.gradcam_per_class = 1  # Grad-CAM test utterances per emotion class.
+    c.report.tsne_perplexity = 30.0  # Lowered to (N - 1) / 3 for N utterances.
+
     if arg.smoke:  # Tiny run for tests and laptops.
         smoke(c)
     return c

@@ -7,7 +7,11 @@ statistics come from the fold's training speakers only), skips folds whose
 results.json exists (so an interrupted CV resumes, a killed fold from its own
 checkpoints), and, when every fold is done, writes `cv_results.json` and
 `cv.md`: each fold's test metrics, their mean and standard deviation, and the
-confusion matrices summed over folds. `--config.split.fold=i` runs fold i only
+confusion matrices summed over folds. Beside cv.md go its figures (PNG): the
+main task's UA (CCC for a regression task) per fold with mean and std
+(`cv_ua.png`), and each classification task's test confusion matrix summed
+over folds (`cv_confusion_<task>.png`) and per fold
+(`cv_confusion_<task>_<fold>.png`). `--config.split.fold=i` runs fold i only
 (one fold per job); a last run without it writes the tables.
 """
 
@@ -19,6 +23,7 @@ import numpy as np
 
 from mtl_ser import sweeps
 from mtl_ser.data import corpora, splits
+from mtl_ser.outputs import plots, report
 
 
 def folds_of(config) -> list[splits.Fold]:
@@ -86,9 +91,11 @@ def summarise(folds: Sequence[splits.Fold], workdir: str) -> dict:
         rows.append(
             {
                 "fold": fold.name,
+                "dir": os.path.basename(fold_dir(workdir, i, fold)),
                 "val_speakers": list(fold.val_speakers),
                 "test_speakers": list(fold.test_speakers),
                 "scalars": scalars,
+                "confusion": results["confusion"].get("test", {}),
             }
         )
         classes = results.get("classes", {})
@@ -106,8 +113,81 @@ def summarise(folds: Sequence[splits.Fold], workdir: str) -> dict:
     }
 
 
-def markdown(summary: dict, main_task: str) -> str:
-    """The tables: the main task per fold, the other tasks, the confusion."""
+def bar_metric(summary: dict, main_task: str) -> "str | None":
+    """The metric of the per-fold bar chart: ua, else ccc, else None."""
+    for metric in ("ua", "ccc"):
+        if f"{metric}/{main_task}" in summary["mean"]:
+            return metric
+    return None
+
+
+def _confusion_png(task: str, fold: str = "") -> str:
+    """The file name of a task's confusion PNG, summed over folds or of `fold`."""
+    name = f"cv_confusion_{report.file_part(task)}"
+    return name + (f"_{report.file_part(fold)}" if fold else "") + ".png"
+
+
+def draw(summary: dict, workdir: str, main_task: str) -> None:
+    """Writes cv.md's figures into `workdir` (see the module docstring)."""
+    metric = bar_metric(summary, main_task)
+    if metric:
+        plots.fold_bars(
+            [row["fold"] for row in summary["folds"]],
+            [row["scalars"][f"{metric}/{main_task}"] for row in summary["folds"]],
+            os.path.join(workdir, f"cv_{metric}.png"),
+            metric=f"test {metric.upper()} of {main_task}",
+        )
+    for task, matrix in summary["confusion"].items():
+        classes = summary["classes"][task]
+        plots.confusion(
+            matrix,
+            classes,
+            os.path.join(workdir, _confusion_png(task)),
+            title=f"{task}, test, summed over {len(summary['folds'])} folds",
+        )
+        for row in summary["folds"]:
+            if task in row["confusion"]:
+                plots.confusion(
+                    row["confusion"][task],
+                    classes,
+                    os.path.join(workdir, _confusion_png(task, row["fold"])),
+                    title=f"{task}, test, fold {row['fold']}",
+                )
+
+
+def _figure_sections(summary: dict, main_task: str) -> list[str]:
+    """cv.md's links to the figures `draw` writes, with what they show."""
+    out = []
+    metric = bar_metric(summary, main_task)
+    if metric:
+        out.append(
+            f"Test {metric.upper()} of {main_task} per fold (bars), their mean "
+            "(solid line) and mean ± one standard deviation (dashed lines):\n\n"
+            f"![{metric} per fold](cv_{metric}.png)"
+        )
+    for task in summary["confusion"]:
+        out.append(
+            f"Confusion of {task} on the test speakers, summed over the folds: "
+            + report.CONFUSION_SENTENCE
+            + f"\n\n![{task}, summed over folds]({_confusion_png(task)})"
+        )
+    lines = ["Each fold's run report and test confusion matrices:", ""]
+    for row in summary["folds"]:
+        links = [f"[report]({row['dir']}/report.md)"] + [
+            f"[{task} confusion]({_confusion_png(task, row['fold'])})"
+            for task in summary["confusion"]
+            if task in row["confusion"]
+        ]
+        lines.append(f"- fold {row['fold']}: " + ", ".join(links))
+    out.append("\n".join(lines))
+    return out
+
+
+def markdown(summary: dict, main_task: str, *, figures: bool = False) -> str:
+    """The tables: the main task per fold, the other tasks, the confusion.
+
+    With `figures`, also links to the PNGs `draw` writes.
+    """
     folds, mean, std = summary["folds"], summary["mean"], summary["std"]
     classes = summary["classes"].get(main_task, [])
     main = ["wa", "ua", "macro_precision", "macro_recall", "macro_f1"]
@@ -125,14 +205,12 @@ def markdown(summary: dict, main_task: str) -> str:
         ]
         out.append(_table("other tasks", cols, None, folds, mean, std))
     if main_task in summary["confusion"]:
-        matrix = summary["confusion"][main_task]
-        head = "| true \\ predicted | " + " | ".join(classes) + " |"
-        lines = [head, "|---" * (len(classes) + 1) + "|"]
-        for name, row in zip(classes, matrix, strict=True):
-            lines.append(f"| {name} | " + " | ".join(str(x) for x in row) + " |")
+        lines = report.confusion_markdown(summary["confusion"][main_task], classes)
         out.append(
             f"Confusion of {main_task}, summed over folds:\n\n" + "\n".join(lines)
         )
+    if figures:
+        out += _figure_sections(summary, main_task)
     return "\n\n".join(out) + "\n"
 
 
@@ -150,11 +228,17 @@ def _table(title, columns, task, folds, mean, std) -> str:
     return "\n".join(lines)
 
 
-def write(summary: dict, workdir: str, main_task: str) -> str:
-    """Writes cv_results.json and cv.md; returns the markdown."""
+def write(summary: dict, workdir: str, main_task: str, *, figures=True) -> str:
+    """Writes cv_results.json, cv.md and (with `figures`) its PNGs.
+
+    Returns:
+      The markdown.
+    """
     with open(os.path.join(workdir, "cv_results.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    text = markdown(summary, main_task)
+    if figures:
+        draw(summary, workdir, main_task)
+    text = markdown(summary, main_task, figures=figures)
     with open(os.path.join(workdir, "cv.md"), "w") as f:
         f.write(text)
     return text

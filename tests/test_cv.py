@@ -11,6 +11,7 @@ import launch
 from mtl_ser.data import splits
 from mtl_ser.data.corpora.base import Utterance
 from mtl_ser.errors import ConfigError
+from tests.test_report import check_linked_images
 
 
 def _corpus(groups: dict) -> list[Utterance]:
@@ -112,6 +113,15 @@ def test_cv_mode_runs_every_fold_resumes_and_writes_the_table(
     assert table in out
     assert f"{np.mean(ua):.3f} ± {np.std(ua):.3f}" in table
     assert "f1_anger" in table and "ccc/arousal" in table
+    # cv.md's figures and each fold's report: every linked image is a PNG.
+    names = check_linked_images(os.path.join(workdir, "cv.md"))
+    summed = {"cv_ua.png", "cv_confusion_emotion.png", "cv_confusion_gender.png"}
+    assert summed <= set(names)
+    assert "cv_confusion_emotion_fold1.png" in names
+    reports = [n for n in names if n.endswith("report.md")]
+    assert len(reports) == 3
+    for name in reports:
+        assert "tsne.png" in check_linked_images(os.path.join(workdir, name))
 
 
 def test_a_cv_protocol_is_refused_by_train_mode(smoke_config, tmp_path):

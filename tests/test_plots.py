@@ -1,11 +1,13 @@
 """Training curves: reading metrics.jsonl and drawing the report's figure."""
 
 import json
+import types
 
 import numpy as np
 import pytest
 
 from mtl_ser.outputs import plots
+from tests.test_report import png_size
 
 
 def _write(path, records):
@@ -41,7 +43,8 @@ def test_read_metrics_names_the_bad_line(tmp_path):
 
 
 @pytest.mark.parametrize("gradient_method", [False, True])
-def test_training_curves_writes_a_png(tmp_path, gradient_method):
+@pytest.mark.parametrize("full_log", [False, True])
+def test_training_curves_writes_a_png(tmp_path, gradient_method, full_log):
     steps = np.arange(10, 110, 10)
     series = {
         "train/loss/emotion": (steps, np.linspace(2.0, 0.5, 10)),
@@ -51,9 +54,62 @@ def test_training_curves_writes_a_png(tmp_path, gradient_method):
     }
     if gradient_method:
         series["train/grad_cos/emotion-gender"] = (steps, np.linspace(-0.2, 0.3, 10))
+    if full_log:  # What a run logs besides: validation, learning rate, speed.
+        series["val/loss/emotion"] = (steps[4::5], np.array([1.3, 1.1]))
+        series["train/lr"] = (steps, np.linspace(1e-4, 0.0, 10))
+        series["train/samples_per_sec"] = (steps, np.full(10, 250.0))
     path = plots.training_curves(series, ["emotion", "gender"], str(tmp_path / "c.png"))
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    width, height = png_size(path)
+    # Panels: losses, weights (+ cosines) (+ learning rate, throughput).
+    panels = 2 + gradient_method + 2 * full_log
+    columns = 2 if panels in (2, 4) else 3
+    assert (width, height) == (
+        110 * 5 * columns,
+        int(110 * 3.6 * -(-panels // columns)),
+    )
+
+
+def test_row_normalised_rows_sum_to_one_and_empty_rows_stay_zero():
+    matrix = [[3, 1, 0], [0, 0, 0], [2, 2, 4]]
+    np.testing.assert_allclose(
+        plots.row_normalised(matrix), [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0.25, 0.5]]
+    )
+
+
+def test_confusion_tsne_gradcam_and_fold_figures_write_pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = [
+        plots.confusion([[3, 1], [0, 4]], ["a", "b"], str(tmp_path / "c.png")),
+        plots.tsne(
+            rng.normal(size=(6, 2)),
+            [("by class", np.array(list("aabbcc"))), ("by speaker", np.full(6, "s"))],
+            str(tmp_path / "t.png"),
+        ),
+        plots.gradcam(
+            rng.normal(size=(2, 64, 40)),
+            rng.uniform(size=(2, 64, 40)),
+            ["one", "two"],
+            str(tmp_path / "g.png"),
+            frame_seconds=0.01,
+        ),
+        plots.fold_bars(
+            ["f0", "f1", "f2"], [0.5, 0.6, 0.7], str(tmp_path / "b.png"), metric="UA"
+        ),
+    ]
+    for path in paths:
+        assert min(png_size(path)) > 100
+
+
+def test_tsne_points_clips_the_perplexity_and_is_reproducible():
+    embedding = np.random.default_rng(0).normal(size=(5, 16))
+    # 5 points: the perplexity of 30 must come down below 5 for TSNE to run.
+    first = plots.tsne_points(embedding, 30.0, seed=0)
+    assert first.shape == (5, 2) and np.isfinite(first).all()
+    np.testing.assert_array_equal(plots.tsne_points(embedding, 30.0, seed=0), first)
+    same = np.zeros((4, 8))  # All points equal: no PCA initialisation.
+    assert np.isfinite(plots.tsne_points(same, 30.0, seed=0)).all()
+    with pytest.raises(ValueError, match="at least 3"):
+        plots.tsne_points(embedding[:2], 30.0, seed=0)
 
 
 def test_report_embeds_the_curves_of_the_run(tmp_path, smoke_config):
@@ -80,3 +136,25 @@ def test_report_embeds_the_curves_of_the_run(tmp_path, smoke_config):
     assert "![Training curves](curves.png)" in text
     assert "| test | emotion | ua | 0.5000 |" in text
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_validation_loss_is_the_loss_of_the_utterance_predictions(smoke_config):
+    from mtl_ser import tasks as tasks_lib
+    from mtl_ser.training import checks, evaluate
+
+    tasks = tasks_lib.make_tasks("emotion,arousal", "a,b", "mse")
+    split = types.SimpleNamespace(
+        labels={"emotion": np.array([0, 1, 0]), "arousal": np.array([1.0, 3.5, 0])},
+        masks={"emotion": np.array([1, 1, 0]), "arousal": np.array([1, 1, 0])},
+    )
+    predictions = {
+        "emotion": np.array([[0.8, 0.2], [0.4, 0.6], [0.5, 0.5]]),
+        "arousal": np.array([2.0, 3.0, 1.0]),  # In label units.
+    }
+    scalars, _ = evaluate.split_metrics("val", tasks, split, predictions)
+    assert scalars["val/loss/emotion"] == pytest.approx(-np.log([0.8, 0.6]).mean())
+    assert scalars["val/loss/arousal"] == pytest.approx((1.0 + 0.25) / 2)
+    # A loss cannot choose the best checkpoint, which has the highest value.
+    smoke_config.train.best_metric = "val/loss/emotion"
+    with pytest.raises(checks.ConfigError, match="higher is better"):
+        checks.validate_config(smoke_config)

@@ -71,6 +71,13 @@ class AlexNet(nn.Module):
                 kernel_init=layers.torch_default_init,
                 index=index,
             )
+            if index == len(_CONVS) and not self.is_initializing():
+                # Grad-CAM's handle on the last conv layer (outputs/analysis.py):
+                # a zero perturbation whose gradient is the activations', and
+                # the activations. No-ops unless a caller passes perturbations
+                # or makes intermediates mutable; init creates neither.
+                x = self.perturb("last_conv", x)
+                self.sow("intermediates", "last_conv", x)
             if pool:
                 x = layers.max_pool(x, 3, 2)
         # [B, T', F', 256 * width]; T' = 1 for 63..94 frames, and pool bins repeat

@@ -71,7 +71,7 @@ class VGG(nn.Module):
                 f"VGG depth={self.depth!r}: unknown; choose one of {sorted(_CFGS)}"
             )
         layers.check_input(x, MIN_INPUT_SIZE, f"VGG-{self.depth}")
-        index = 0
+        index, last_conv = 0, sum(item != "M" for item in _CFGS[self.depth])
         for item in _CFGS[self.depth]:
             if item == "M":
                 x = layers.max_pool(x, 2, 2)
@@ -88,6 +88,13 @@ class VGG(nn.Module):
                 kernel_init=layers.he_fan_out_init,
                 index=index,
             )
+            if index == last_conv and not self.is_initializing():
+                # Grad-CAM's handle on the last conv layer (outputs/analysis.py):
+                # a zero perturbation whose gradient is the activations', and
+                # the activations. No-ops unless a caller passes perturbations
+                # or makes intermediates mutable; init creates neither.
+                x = self.perturb("last_conv", x)
+                self.sow("intermediates", "last_conv", x)
         # [B, T / 32, F / 32, 512 * width]
         x = layers.adaptive_avg_pool(x, self.pool_size)  # [B, 7, 7, 512 * width]
         return layers.Classifier(

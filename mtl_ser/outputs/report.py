@@ -1,8 +1,18 @@
-"""The per-run report: a results table for stdout and `report.md`."""
+"""The per-run report: a results table for stdout and `report.md`.
+
+report.md reads on its own: the run, the headline metrics, and (with
+report.figures) the training curves, the confusion matrices as PNGs beside
+their tables, and from analysis.npz a t-SNE of the test embeddings and one
+Grad-CAM figure per class, each with a sentence on what it shows. Every PNG is
+written into the workdir and linked by its file name.
+"""
 
 import os
+import re
 
-from mtl_ser.outputs import plots
+import numpy as np
+
+from mtl_ser.outputs import analysis, plots
 
 HEADLINE = ("wa", "ua", "macro_f1", "macro_precision", "macro_recall", "mae", "ccc")
 
@@ -26,7 +36,8 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _confusion_markdown(matrix, classes) -> list[str]:
+def confusion_markdown(matrix, classes) -> list[str]:
+    """A confusion matrix as markdown table lines, rows true, columns predicted."""
     head = "| true \\ predicted | " + " | ".join(classes) + " |"
     rule = "|---" * (len(classes) + 1) + "|"
     body = [
@@ -36,8 +47,140 @@ def _confusion_markdown(matrix, classes) -> list[str]:
     return [head, rule, *body]
 
 
+def file_part(name: str) -> str:
+    """`name` made safe for a file name (and a markdown link)."""
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+CONFUSION_SENTENCE = (
+    "Left, how many utterances of each true class (row) the model predicted as "
+    "each class (column); right, each row divided by its total, so the diagonal "
+    "is each class's recall and UA is the diagonal's mean."
+)
+
+
+def _curves(workdir, config) -> list[str]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    plots.training_curves(
+        plots.read_metrics(path),
+        config.tasks.split(","),
+        os.path.join(workdir, "curves.png"),
+        title=f"weighting: {config.weighting.name}",
+    )
+    return [
+        "",
+        "## Training curves",
+        "",
+        "Each task's training loss (solid) and validation loss (dashed: the "
+        "utterance-level cross-entropy, or squared error in label units), each "
+        "relative to its first logged value; the weight the method gave each "
+        "task; for gradient methods the cosines between task gradients; the "
+        "learning rate; and the training throughput, over the steps.",
+        "",
+        "![Training curves](curves.png)",
+    ]
+
+
+def _confusions(workdir, results, figures: bool) -> list[str]:
+    lines = []
+    for split, by_task in results["confusion"].items():
+        for task, matrix in by_task.items():
+            classes = results["classes"][task]
+            lines += ["", f"## Confusion matrix: {split}, {task}", ""]
+            if figures:
+                name = f"confusion_{file_part(split)}_{file_part(task)}.png"
+                plots.confusion(
+                    matrix,
+                    classes,
+                    os.path.join(workdir, name),
+                    title=f"{task}, {split} split",
+                )
+                lines += [CONFUSION_SENTENCE, "", f"![{task}, {split}]({name})", ""]
+            lines += confusion_markdown(matrix, classes)
+    return lines
+
+
+def _tsne(workdir, config, arrays) -> list[str]:
+    embedding = arrays["embedding"]
+    if len(embedding) < 3:
+        return []
+    points = plots.tsne_points(embedding, config.report.tsne_perplexity, config.seed)
+    colourings = []
+    if "label" in arrays:
+        names = np.append(arrays["classes"], "(unlabelled)")  # label -1: last.
+        colourings.append((f"coloured by {arrays['task']}", names[arrays["label"]]))
+    if (arrays["gender"] != "").any():
+        gender = np.where(arrays["gender"] == "", "(unknown)", arrays["gender"])
+        colourings.append(("coloured by gender", gender))
+        second = "gender"
+    else:
+        colourings.append(("coloured by speaker", arrays["speaker"]))
+        second = "speaker"
+    plots.tsne(points, colourings, os.path.join(workdir, "tsne.png"))
+    first = f"its true {arrays['task']} (left) and " if "label" in arrays else ""
+    return [
+        "",
+        "## t-SNE of the test embeddings",
+        "",
+        f"The trunk's embeddings of the {len(embedding)} test utterances (each "
+        "averaged over the utterance's windows) laid out in 2-D by t-SNE, each "
+        f"point coloured by {first}its {second}: utterances the shared "
+        "representation finds alike lie close together.",
+        "",
+        "![t-SNE of the test embeddings](tsne.png)",
+    ]
+
+
+def _gradcam(workdir, config, arrays) -> list[str]:
+    classes, task = arrays.get("classes"), arrays.get("task")
+    if classes is None or not len(arrays["cam_class"]):
+        return []
+    lines = [
+        "",
+        "## Grad-CAM",
+        "",
+        "Per class, the test utterances of that true class that the model "
+        "classifies correctly with the highest probability (if too few are "
+        "correct, the most probable others), on their centre window of "
+        f"{config.data.crop_frames} frames.",
+    ]
+    for c, name in enumerate(classes):
+        rows = np.flatnonzero(arrays["cam_class"] == c)
+        if not len(rows):
+            continue
+        titles = [
+            f"{arrays['cam_uid'][k]}: true {name}, predicted "
+            f"{classes[arrays['cam_pred'][k]]} (p = {arrays['cam_prob'][k]:.2f})"
+            for k in rows
+        ]
+        file = f"gradcam_{file_part(str(name))}.png"
+        plots.gradcam(
+            arrays["cam_logmel"][rows],
+            arrays["cam_map"][rows],
+            titles,
+            os.path.join(workdir, file),
+            frame_seconds=config.features.hop_length / config.features.sample_rate,
+            title=f"Grad-CAM of {task} class {name}",
+        )
+        correct = int((arrays["cam_pred"][rows] == c).sum())
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            f"Where in time and mel frequency the last conv layer's evidence for "
+            f"{name} lies (red: most) in {len(rows)} test utterance(s) of true "
+            f"class {name}, {correct} of them predicted {name}: the spectrogram "
+            "left, the Grad-CAM map over it right.",
+            "",
+            f"![Grad-CAM, {name}]({file})",
+        ]
+    return lines
+
+
 def write_report(workdir: str, config, results: dict) -> str:
-    """Writes `<workdir>/report.md` and returns its path."""
+    """Writes `<workdir>/report.md` (and its PNGs) and returns its path."""
     lines = [
         f"# Run report: {os.path.abspath(workdir)}",
         "",
@@ -52,19 +195,15 @@ def write_report(workdir: str, config, results: dict) -> str:
     ]
     for split, task, metric, value in _headline_rows(results):
         lines.append(f"| {split} | {task} | {metric} | {value:.4f} |")
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        plots.training_curves(
-            plots.read_metrics(metrics_path),
-            config.tasks.split(","),
-            os.path.join(workdir, "curves.png"),
-            title=f"weighting: {config.weighting.name}",
-        )
-        lines += ["", "## Training curves", "", "![Training curves](curves.png)"]
-    for split, by_task in results["confusion"].items():
-        for task, matrix in by_task.items():
-            lines += ["", f"## Confusion matrix: {split}, {task}", ""]
-            lines += _confusion_markdown(matrix, results["classes"][task])
+    figures = config.report.figures
+    if figures:
+        lines += _curves(workdir, config)
+    lines += _confusions(workdir, results, figures)
+    analysis_path = os.path.join(workdir, analysis.FILENAME)
+    if figures and os.path.exists(analysis_path):
+        arrays = analysis.load(analysis_path)
+        lines += _tsne(workdir, config, arrays)
+        lines += _gradcam(workdir, config, arrays)
     path = os.path.join(workdir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

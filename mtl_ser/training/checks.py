@@ -114,3 +114,16 @@ def validate_config(config):
         len(name) == 3 and name[0] == "val" and name[2] in c.tasks.split(","),
         f"train.best_metric={c.train.best_metric!r}: use val/<metric>/<task>",
     )
+    _require(
+        name[1] not in ("loss", "mae", "rmse"),
+        f"train.best_metric={c.train.best_metric!r}: the best checkpoint has the "
+        "highest value; choose a metric where higher is better (ua, ccc, ...)",
+    )
+    _require(
+        c.report.gradcam_per_class >= 0,
+        f"report.gradcam_per_class={c.report.gradcam_per_class}: must be >= 0",
+    )
+    _require(
+        c.report.tsne_perplexity > 0,
+        f"report.tsne_perplexity={c.report.tsne_perplexity}: must be > 0",
+    )

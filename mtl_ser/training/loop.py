@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import pipeline
+from mtl_ser.data import normalisation, pipeline
+from mtl_ser.outputs import analysis
 from mtl_ser.training import (
     checkpointing,
     checks,
@@ -215,6 +216,7 @@ def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change)
         exp = Experiment(config)  # Config errors found here leave no trace.
         workdir_lib.save_config(workdir, config_dict)
         if jax.process_index() == 0:
+            normalisation.save(workdir, exp.data)  # What prediction needs.
             path = pipeline.write_excluded(workdir, exp.data)  # Or removes one.
             if path:
                 print(f"Unusable files listed in {path}", flush=True)
@@ -235,7 +237,7 @@ def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change)
         try:
             state = loop.train(state, train_iter, stop_at)
             if state is not None:
-                results = final_evaluation(exp, state, ckpt)
+                results = final_evaluation(exp, state, ckpt, workdir)
                 writer.write(c.train.num_steps, results["scalars"])
         finally:
             ckpt.close()  # Waits for the saves in flight.
@@ -349,8 +351,12 @@ class _Loop:
         )
 
 
-def final_evaluation(exp, state, ckpt) -> dict:
-    """Evaluates the best checkpoint (or `state`) on the val and test splits."""
+def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
+    """Evaluates the best checkpoint (or `state`) on the val and test splits.
+
+    Also writes `<workdir>/analysis.npz` for report.md's figures (see
+    outputs/analysis; with report.figures on).
+    """
     best = ckpt.restore_best(state)
     chosen = best if best is not None else state
     scalars, confusion = {}, {}
@@ -358,6 +364,7 @@ def final_evaluation(exp, state, ckpt) -> dict:
         s, conf = exp.evaluate(chosen, split, split)
         scalars.update(s)
         confusion[split] = conf
+    analysis.write_analysis(exp, chosen, workdir)
     return {
         "step": int(jax.device_get(state.step)),
         "best_step": ckpt.best.best_step(),
@@ -384,7 +391,7 @@ def evaluate_workdir(config, workdir: str) -> dict:
         state = ckpt.restore_latest(state, exp.train_iterator())
     elif ckpt.best.best_step() is None:
         raise FileNotFoundError(f"{workdir}: no checkpoint to evaluate")
-    results = final_evaluation(exp, state, ckpt)
+    results = final_evaluation(exp, state, ckpt, workdir)
     ckpt.close()
     workdir_lib.write_json(os.path.join(workdir, "results.json"), results)
     return results
