@@ -11,8 +11,10 @@
       --config.split.protocol=speaker --workdir=runs/cv
   python launch.py --mode=prepare --config=configs/alexnet_mtl.py:corpus=emodb \
       --config.corpus.root=/data/emodb
+  python launch.py --mode=predict --workdir=runs/synthetic a.wav wavs/ list.csv
 """
 
+import os
 import re
 import sys
 
@@ -26,9 +28,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (resumes if it exist
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate", "sweep", "cv", "prepare"],
+    ["train", "evaluate", "sweep", "cv", "prepare", "predict"],
     "What to do (cv: every fold of split.protocol, then the table; prepare: a "
-    "summary of the corpus).",
+    "summary of the corpus; predict: the workdir's best checkpoint on the wav "
+    "files, folders and manifests given after the flags).",
 )
 _PRINT_COMMANDS = flags.DEFINE_bool(
     "sweep.print_commands",
@@ -40,7 +43,19 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     False,
     "Resume a workdir made with another config (the difference is printed).",
 )
-flags.mark_flags_as_required(["config"])
+_PREDICT_OUT = flags.DEFINE_string(
+    "predict_out",
+    None,
+    "With --mode=predict: the folder for predictions.csv/.json "
+    "(default <workdir>/predictions).",
+)
+# Required, as mark_flags_as_required makes it, except for predict, which reads
+# the config the workdir was trained with.
+flags.register_validator(
+    "config",
+    lambda value: value is not None or _MODE.value == "predict",
+    message="Flag --config must have a value other than None.",
+)
 
 # Exit statuses besides 0 (done) and 1 (a crash): see the README's Reliability.
 EXIT_CONFIG = 2  # The config or the workdir cannot work; nothing was done.
@@ -48,7 +63,6 @@ EXIT_NONFINITE = 3  # Stopped on a non-finite loss; the diagnostic is named.
 
 
 def main(argv):
-    del argv
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
 
     from mtl_ser.training import checks, distributed, faults, loop, preemption
@@ -61,6 +75,8 @@ def main(argv):
             return _prepare(config)
         if not _WORKDIR.value:
             _exit(EXIT_CONFIG, f"Flag error: --mode={_MODE.value} needs --workdir")
+        if _MODE.value == "predict":
+            return _predict(config, _WORKDIR.value, argv[1:])
         if _MODE.value == "sweep":
             return _sweep(config)
         if _MODE.value == "cv":
@@ -117,6 +133,8 @@ def _prepare(config):
 
 def _cross_validate(config, workdir):
     """Trains every fold not done yet (or split.fold); then writes the tables."""
+    import jax
+
     from mtl_ser import cv
     from mtl_ser.training import checks
 
@@ -130,14 +148,58 @@ def _cross_validate(config, workdir):
     if not cv.run(config, folds, workdir, _train_and_report, only=only):
         print(f"Fold {only} done; other folds remain before the table.")
         return
+    if jax.process_index() != 0:
+        return
     summary = cv.summarise(folds, workdir)
-    print(cv.write(summary, workdir, config.tasks.split(",")[0]))
+    main_task = config.tasks.split(",")[0]
+    print(cv.write(summary, workdir, main_task, figures=config.report.figures))
     print(f"Tables: {workdir}/cv.md, {workdir}/cv_results.json")
 
 
+def _predict(config, workdir, inputs):
+    """Predicts the files `inputs` name with the run in `workdir`; writes tables."""
+    import jax
+
+    from mtl_ser import predict
+
+    if config is not None:
+        _exit(
+            EXIT_CONFIG,
+            "Flag error: --mode=predict uses the config saved in the workdir; "
+            "drop --config",
+        )
+    if not inputs:
+        _exit(
+            EXIT_CONFIG,
+            "Flag error: --mode=predict needs wav files, folders or manifests "
+            "after the flags",
+        )
+    try:
+        paths, skipped = predict.collect_inputs(inputs)
+    except predict.InputError as e:
+        _exit(EXIT_CONFIG, f"Input error: {e}")
+    predictor = predict.Predictor(workdir)
+    rows, unreadable = predictor.predict_files(paths, progress=True)
+    skipped += unreadable
+    if jax.process_index() == 0:
+        out = _PREDICT_OUT.value or os.path.join(workdir, "predictions")
+        written = predict.write_predictions(out, predictor, rows, skipped)
+        print(
+            f"Predicted {len(rows)} files, skipped {len(skipped)} "
+            f"({predictor.checkpoint[0]} checkpoint, step "
+            f"{predictor.checkpoint[1]}): {', '.join(written)}"
+        )
+
+
 def _sweep(config):
-    """Runs (or prints) every variant of the sweep file given as --config."""
+    """Runs (or prints) every variant of the sweep file given as --config.
+
+    A variant whose split.protocol is a cross-validation protocol is a CV run.
+    """
+    import jax
+
     from mtl_ser import sweeps
+    from mtl_ser.data import splits
     from mtl_ser.training import checks
 
     path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]).partition(
@@ -145,20 +207,55 @@ def _sweep(config):
     )
     module = sweeps.load(path)
     variants = module.get_sweep(arg or None)
+    modes = []
     for overrides in variants:  # Every variant's config is checked up front.
         try:
-            checks.validate_config(sweeps.apply_overrides(config, overrides))
+            variant = sweeps.apply_overrides(config, overrides)
+            checks.validate_config(variant)
         except (checks.ConfigError, KeyError) as e:
             raise checks.ConfigError(
                 f"sweep variant {sweeps.variant_name(overrides)}: {e}"
             ) from None
+        single = variant.split.protocol in splits.SINGLE_SPLITS
+        modes.append("train" if single else "cv")
+    try:
+        sweeps.check_unique(variants)
+    except ValueError as e:
+        raise checks.ConfigError(f"{path}: {e}") from None
+    workdir = _WORKDIR.value
     if _PRINT_COMMANDS.value:
-        print("\n".join(sweeps.launch_commands(path, arg, _WORKDIR.value, variants)))
+        given = [a for a in sys.argv[1:] if a.startswith("--config.")]
+        print(
+            "\n".join(
+                sweeps.launch_commands(
+                    path, arg, workdir, variants, modes=modes, extra_flags=given
+                )
+            )
+        )
         return
-    runs = sweeps.run(config, variants, _WORKDIR.value, _train_and_report)
+
+    def train(variant_config, run_dir):
+        if variant_config.split.protocol in splits.SINGLE_SPLITS:
+            _train_and_report(variant_config, run_dir)
+        else:
+            _cross_validate(variant_config, run_dir)
+
+    runs = sweeps.run(config, variants, workdir, train)
+    if jax.process_index() != 0:
+        return
     metrics = getattr(module, "METRICS", sweeps.DEFAULT_METRICS)
     rows = sweeps.summarise(runs, metrics, getattr(module, "REFERENCE", None))
-    print(sweeps.write_tables(rows, metrics, _WORKDIR.value))
+    sections = []
+    pairs = getattr(module, "PAIRS", ())
+    if pairs:
+        metric = getattr(module, "PAIRED_METRIC", metrics[0])
+        sections.append(sweeps.paired_markdown(sweeps.paired(runs, pairs, metric)))
+    figures = getattr(module, "FIGURES", ())
+    if figures:
+        sections.append(sweeps.gallery_markdown(runs, workdir, figures))
+    labels = getattr(module, "LABELS", None)
+    print(sweeps.write_tables(rows, metrics, workdir, sections=sections, labels=labels))
+    print(f"Tables: {workdir}/sweep.md, {workdir}/sweep.csv")
 
 
 def _parse_flags(argv):

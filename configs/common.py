@@ -39,6 +39,13 @@ CORPUS_PRESETS = {
         "emotion,gender,arousal,valence,dominance",
     ),
     "emodb": ("../shared/data/emodb", "08,03", "09,10", "emotion,gender"),
+    # Session 5's two speakers; the adapter reads Session1..5 under the root.
+    "iemocap": (
+        "data/IEMOCAP_full_release",
+        "Ses05F",
+        "Ses05M",
+        "emotion,gender,arousal,valence,dominance",
+    ),
 }
 
 

@@ -6,18 +6,24 @@ A sweep file in `configs/sweeps/` defines
   get_sweep(arg)   a list of override dicts, e.g. {"weighting.name": "mgda",
                    "seed": 1}; `product` builds the cross product of axes.
 
-It may also define METRICS (the results.json scalars to tabulate, default
-`DEFAULT_METRICS`) and REFERENCE (an override dict naming the variant whose
-step time the others are compared with).
+An override dict may name its variant with the key "variant" (`LABEL`), e.g.
+{"variant": "alexnet_stl", "tasks": "emotion", ...}: the label, not the list
+of overrides, then names the folder and the table row. It may also define
+METRICS (the results.json scalars to tabulate, default `DEFAULT_METRICS`),
+REFERENCE (an override dict naming the variant whose step time the others are
+compared with) and PAIRS ((variant, baseline) labels compared run by run).
 
 `launch.py --mode=sweep` runs the variants one after another in
-`<workdir>/<variant name>`, skips the ones whose results.json exists (so an
-interrupted sweep resumes where it stopped), and writes `sweep.csv` and
-`sweep.md`: each metric's mean and standard deviation over seeds.
+`<workdir>/<variant name>`, skips the ones already complete (so an interrupted
+sweep resumes where it stopped), and writes `sweep.csv` and `sweep.md`: each
+metric's mean and standard deviation over seeds and, when the base config's
+`split.protocol` is a cross-validation protocol (each variant is then a CV run
+with one folder per fold), over folds too.
 """
 
 import copy
 import csv
+import glob
 import importlib.util
 import itertools
 import json
@@ -31,6 +37,11 @@ DEFAULT_METRICS = (
     "test/macro_f1/emotion",
     "test/wa/emotion",
 )
+# The override key that names a variant instead of its overrides.
+LABEL = "variant"
+# What a run folder holds when it is complete: one run's results, or a CV
+# run's table over its folds.
+RESULTS, CV_RESULTS = "results.json", "cv_results.json"
 
 
 def load(path: str):
@@ -58,16 +69,43 @@ def product(**axes: Iterable[Any]) -> list[dict]:
 
 
 def variant_name(overrides: Mapping[str, Any]) -> str:
-    """A folder name from the overrides' last field names and values."""
-    parts = [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
+    """A folder name: the variant's label, else its overrides' last field names.
+
+    With a label only the seed is spelt out beside it: `alexnet_mtl,seed=1`.
+    """
+    if LABEL in overrides:
+        rest = {k: v for k, v in overrides.items() if k == "seed"}
+        parts = [str(overrides[LABEL])] + [f"{k}={v}" for k, v in rest.items()]
+    else:
+        parts = [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
     name = ",".join(parts) or "base"
     return name.replace("/", "_").replace(" ", "")
+
+
+def group_name(overrides: Mapping[str, Any]) -> str:
+    """The variant's name without its seed: the row that averages its seeds."""
+    return variant_name({k: v for k, v in overrides.items() if k != "seed"})
+
+
+def check_unique(variants: Sequence[Mapping[str, Any]]) -> None:
+    """Raises ValueError if two variants would share a run folder."""
+    seen: dict[str, Mapping] = {}
+    for overrides in variants:
+        name = variant_name(overrides)
+        if name in seen:
+            raise ValueError(
+                f"sweep variants {dict(seen[name])} and {dict(overrides)} would "
+                f"share the folder {name!r}; give them different labels"
+            )
+        seen[name] = overrides
 
 
 def apply_overrides(config, overrides: Mapping[str, Any]):
     """A copy of `config` with dotted-field overrides; unknown fields raise."""
     config = copy.deepcopy(config)
     for key, value in overrides.items():
+        if key == LABEL:
+            continue
         *parents, leaf = key.split(".")
         node = config
         for part in [*parents, leaf]:
@@ -80,18 +118,39 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
 
 
 def launch_commands(
-    sweep_path: str, arg: Optional[str], workdir: str, variants: Sequence[dict]
+    sweep_path: str,
+    arg: Optional[str],
+    workdir: str,
+    variants: Sequence[dict],
+    *,
+    modes: Optional[Sequence[str]] = None,
+    extra_flags: Sequence[str] = (),
 ) -> list[str]:
-    """One `launch.py` command per variant, for any cluster scheduler."""
+    """One `launch.py` command per variant, for any cluster scheduler.
+
+    Args:
+      sweep_path, arg: the sweep file and its argument.
+      workdir: the sweep's root folder.
+      variants: the override dicts.
+      modes: each variant's launch mode ("train" or "cv"); default train.
+      extra_flags: flags given to the sweep itself (e.g. `--config.corpus.root=..`),
+        repeated in every command.
+    """
     config = f"{sweep_path}:{arg}" if arg else sweep_path
+    modes = modes or ["train"] * len(variants)
     commands = []
-    for overrides in variants:
-        flags = " ".join(f"--config.{k}={v}" for k, v in overrides.items())
+    for overrides, mode in zip(variants, modes, strict=True):
+        flags = [f"--config.{k}={v}" for k, v in overrides.items() if k != LABEL]
+        if mode != "train":
+            flags.insert(0, f"--mode={mode}")
         run_dir = os.path.join(workdir, variant_name(overrides))
-        commands.append(
-            f"python launch.py --config={config} --workdir={run_dir} {flags}".strip()
-        )
+        words = ["python launch.py", f"--config={config}", f"--workdir={run_dir}"]
+        commands.append(" ".join([*words, *extra_flags, *flags]))
     return commands
+
+
+def is_complete(run_dir: str) -> bool:
+    return any(os.path.exists(os.path.join(run_dir, f)) for f in (RESULTS, CV_RESULTS))
 
 
 def run(
@@ -100,11 +159,16 @@ def run(
     workdir: str,
     train_fn: Callable[[Any, str], Any],
 ) -> list[tuple[dict, str]]:
-    """Runs every variant without results.json; returns (overrides, run dir)."""
+    """Runs every variant not complete yet; returns (overrides, run dir).
+
+    `train_fn(config, run_dir)` trains one variant (a single run or a CV run;
+    launch.py chooses by the variant's split.protocol).
+    """
+    check_unique(variants)
     done = []
     for i, overrides in enumerate(variants):
         run_dir = os.path.join(workdir, variant_name(overrides))
-        if os.path.exists(os.path.join(run_dir, "results.json")):
+        if is_complete(run_dir):
             print(f"[{i + 1}/{len(variants)}] {run_dir}: complete, skipped")
         else:
             print(f"[{i + 1}/{len(variants)}] {run_dir}", flush=True)
@@ -113,9 +177,43 @@ def run(
     return done
 
 
-def _read_results(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "results.json")) as f:
+def _read_json(path: str) -> dict:
+    with open(path) as f:
         return json.load(f)
+
+
+def records(run_dir: str) -> list[dict]:
+    """The trained models of a complete variant run, one record each.
+
+    Returns:
+      [{"fold": fold name ("" for a single run), "dir": its run folder,
+        "scalars": results.json's scalars, "step_time_ms": ...}], in fold order.
+    """
+    if os.path.exists(os.path.join(run_dir, RESULTS)):
+        dirs = [("", run_dir)]
+    else:
+        from mtl_ser import cv  # cv imports this module.
+        from mtl_ser.data import splits
+
+        summary = _read_json(os.path.join(run_dir, CV_RESULTS))
+        dirs = []
+        for i, row in enumerate(summary["folds"]):
+            fold = splits.Fold(
+                row["fold"], tuple(row["val_speakers"]), tuple(row["test_speakers"])
+            )
+            dirs.append((fold.name, cv.fold_dir(run_dir, i, fold)))
+    out = []
+    for fold, path in dirs:
+        results = _read_json(os.path.join(path, RESULTS))
+        out.append(
+            {
+                "fold": fold,
+                "dir": path,
+                "scalars": results["scalars"],
+                "step_time_ms": results.get("step_time_ms"),
+            }
+        )
+    return out
 
 
 def summarise(
@@ -123,33 +221,33 @@ def summarise(
     metrics: Sequence[str] = DEFAULT_METRICS,
     reference: Optional[Mapping[str, Any]] = None,
 ) -> list[dict]:
-    """Groups runs over seeds; mean and std of each metric and the step time.
+    """Groups runs over seeds (and folds); mean and std of each metric.
 
     Returns:
-      One row per group: {"variant", "seeds", metric: (mean, std), ...,
-      "step_time_ms": (mean, std), "relative_step_time": ratio or None}.
+      One row per group: {"variant", "seeds", "runs" (seeds x folds),
+      metric: (mean, std), ..., "step_time_ms": (mean, std),
+      "relative_step_time": ratio or None}.
     """
     groups: dict[str, list[dict]] = {}
-    keys: dict[str, dict] = {}
+    seeds: dict[str, set] = {}
     for overrides, run_dir in runs:
-        key_overrides = {k: v for k, v in overrides.items() if k != "seed"}
-        name = variant_name(key_overrides)
-        keys[name] = key_overrides
-        groups.setdefault(name, []).append(_read_results(run_dir))
+        name = group_name(overrides)
+        groups.setdefault(name, []).extend(records(run_dir))
+        seeds.setdefault(name, set()).add(overrides.get("seed"))
     rows = []
-    for name, results in groups.items():
-        row = {"variant": name, "seeds": len(results)}
+    for name, recs in groups.items():
+        row = {"variant": name, "seeds": len(seeds[name]), "runs": len(recs)}
         for metric in [*metrics, "step_time_ms"]:
             values = [
-                r["scalars"].get(metric) if metric != "step_time_ms" else r.get(metric)
-                for r in results
+                r["scalars"].get(metric) if metric != "step_time_ms" else r[metric]
+                for r in recs
             ]
             values = [v for v in values if v is not None]
             row[metric] = (
                 (float(np.mean(values)), float(np.std(values))) if values else None
             )
         rows.append(row)
-    ref_name = variant_name(reference) if reference is not None else None
+    ref_name = group_name(reference) if reference is not None else None
     ref = next((r for r in rows if r["variant"] == ref_name), None)
     for row in rows:
         ratio = None
@@ -168,17 +266,27 @@ def _cell(value) -> str:
     return f"{value:.2f}"
 
 
-def write_tables(rows: Sequence[dict], metrics: Sequence[str], workdir: str):
-    """Writes sweep.csv and sweep.md; returns the markdown text."""
+def write_tables(
+    rows: Sequence[dict],
+    metrics: Sequence[str],
+    workdir: str,
+    *,
+    sections: Sequence[str] = (),
+    labels: Optional[Mapping[str, str]] = None,
+) -> str:
+    """Writes sweep.csv and sweep.md (the table, then `sections`); returns it.
+
+    `labels` renames metric columns in the markdown (the CSV keeps the names).
+    """
     columns = [*metrics, "step_time_ms", "relative_step_time"]
     with open(os.path.join(workdir, "sweep.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        head = ["variant", "seeds"]
+        head = ["variant", "seeds", "runs"]
         for c in columns:
             head += [f"{c}_mean", f"{c}_std"] if c != "relative_step_time" else [c]
         writer.writerow(head)
         for row in rows:
-            line = [row["variant"], row["seeds"]]
+            line = [row["variant"], row["seeds"], row["runs"]]
             for c in columns:
                 value = row[c]
                 if c == "relative_step_time":
@@ -186,15 +294,162 @@ def write_tables(rows: Sequence[dict], metrics: Sequence[str], workdir: str):
                 else:
                     line += ["", ""] if value is None else [f"{v:.6g}" for v in value]
             writer.writerow(line)
-    header = ["variant", "seeds", *columns]
+    text = "\n".join([markdown_table(rows, metrics, labels), *sections])
+    with open(os.path.join(workdir, "sweep.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def markdown_table(
+    rows: Sequence[dict],
+    metrics: Sequence[str],
+    labels: Optional[Mapping[str, str]] = None,
+) -> str:
+    """The rows as a markdown table: mean ± std of each metric."""
+    columns = [*metrics, "step_time_ms", "relative_step_time"]
+    labels = labels or {}
+    header = ["variant", "seeds", "runs", *(labels.get(c, c) for c in columns)]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for row in rows:
-        cells = [row["variant"], str(row["seeds"])] + [_cell(row[c]) for c in columns]
+        cells = [row["variant"], str(row["seeds"]), str(row["runs"])]
+        cells += [_cell(row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(workdir, "sweep.md"), "w") as f:
-        f.write(text)
-    return text
+    return "\n".join(lines) + "\n"
+
+
+def paired(
+    runs: Sequence[tuple[dict, str]],
+    pairs: Sequence[tuple[str, str]],
+    metric: str,
+) -> list[dict]:
+    """Compares each (variant, baseline) pair on the models they share.
+
+    Models are matched by seed and fold. The unit of comparison is the fold
+    (its seeds averaged) for cross-validation, else the seed. The p-value is
+    the two-sided Wilcoxon signed-rank test over those units (None below 2
+    units or when every difference is 0); with n units the smallest possible
+    exact p is 2 / 2**n, so 5 folds can never reach 0.05.
+
+    Returns:
+      Per pair: {"variant", "baseline", "metric", "units": [{"unit", "variant",
+      "baseline", "difference"}], "mean_difference", "std_difference", "wins",
+      "losses", "ties", "p_value"}.
+    """
+    values: dict[str, dict[tuple, float]] = {}
+    for overrides, run_dir in runs:
+        for rec in records(run_dir):
+            value = rec["scalars"].get(metric)
+            if value is not None:
+                key = (rec["fold"], overrides.get("seed"))
+                values.setdefault(group_name(overrides), {})[key] = value
+    out = []
+    for variant, baseline in pairs:
+        a, b = values.get(variant, {}), values.get(baseline, {})
+        shared = sorted(set(a) & set(b), key=str)
+        if not shared:
+            raise ValueError(
+                f"paired comparison {variant} vs {baseline}: no models in common "
+                f"(runs of {variant}: {len(a)}, of {baseline}: {len(b)})"
+            )
+        by_fold = len({fold for fold, _ in shared}) > 1
+        units: dict[str, list[tuple[float, float]]] = {}
+        for fold, seed in shared:
+            unit = fold if by_fold else f"seed={seed}"
+            units.setdefault(unit, []).append((a[(fold, seed)], b[(fold, seed)]))
+        rows = []
+        for unit, both in units.items():
+            va, vb = np.mean([x for x, _ in both]), np.mean([y for _, y in both])
+            rows.append(
+                {
+                    "unit": unit,
+                    "variant": float(va),
+                    "baseline": float(vb),
+                    "difference": float(va - vb),
+                }
+            )
+        diffs = np.array([r["difference"] for r in rows])
+        out.append(
+            {
+                "variant": variant,
+                "baseline": baseline,
+                "metric": metric,
+                "units": rows,
+                "mean_difference": float(diffs.mean()),
+                "std_difference": float(diffs.std()),
+                "wins": int((diffs > 0).sum()),
+                "losses": int((diffs < 0).sum()),
+                "ties": int((diffs == 0).sum()),
+                "p_value": _wilcoxon(diffs),
+            }
+        )
+    return out
+
+
+def _wilcoxon(differences: np.ndarray) -> Optional[float]:
+    if len(differences) < 2 or not np.any(differences):
+        return None
+    from scipy import stats
+
+    return float(stats.wilcoxon(differences).pvalue)
+
+
+def paired_markdown(comparisons: Sequence[dict]) -> str:
+    """One table per pair: the metric per unit, the differences, the test."""
+    out = []
+    for c in comparisons:
+        lines = [
+            f"**{c['variant']} vs {c['baseline']}** ({c['metric']}):",
+            "",
+            f"| unit | {c['baseline']} | {c['variant']} | difference |",
+            "|---|---|---|---|",
+        ]
+        for r in c["units"]:
+            lines.append(
+                f"| {r['unit']} | {r['baseline']:.4f} | {r['variant']:.4f} "
+                f"| {r['difference']:+.4f} |"
+            )
+        p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
+        lines += [
+            "",
+            f"Mean difference {c['mean_difference']:+.4f} ± "
+            f"{c['std_difference']:.4f}; {c['variant']} better on {c['wins']}, "
+            f"worse on {c['losses']}, equal on {c['ties']} of {len(c['units'])}; "
+            f"Wilcoxon signed-rank p = {p}.",
+        ]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def gallery_markdown(
+    runs: Sequence[tuple[dict, str]], workdir: str, patterns: Sequence[str]
+) -> str:
+    """Links each variant's figures (of its first seed and fold) from `workdir`.
+
+    Args:
+      runs: (overrides, run dir) of every variant.
+      workdir: the folder the markdown is written in (links are relative to it).
+      patterns: glob patterns of figure files in a run folder, e.g. "tsne.png".
+    """
+    first: dict[str, str] = {}
+    for overrides, run_dir in runs:
+        first.setdefault(group_name(overrides), records(run_dir)[0]["dir"])
+    out = []
+    for name, run_dir in first.items():
+        paths = [
+            p
+            for pattern in patterns
+            for p in sorted(glob.glob(os.path.join(run_dir, pattern)))
+        ]
+        if not paths:
+            continue
+        where = os.path.relpath(run_dir, workdir)
+        out.append(f"### {name} (`{where}`)\n")
+        out += [
+            f"![{name}: {os.path.basename(p)}]({os.path.relpath(p, workdir)})"
+            for p in paths
+        ]
+        out.append("")
+    return "\n".join(out)

@@ -45,8 +45,8 @@ def test_paper_configs_choose_corpus_and_tasks():
     assert mtl.corpus.name == "emodb" and mtl.tasks == "emotion,gender"
     assert mtl.weighting.name == "uncertainty" and mtl.model.name == "vgg11"
     assert stl.tasks == "emotion" and stl.weighting.name == "equal"
-    with pytest.raises(ValueError, match="corpus='iemocap'"):
-        importlib.import_module("configs.vgg_mtl").get_config("corpus=iemocap")
+    with pytest.raises(ValueError, match="corpus='timit'"):
+        importlib.import_module("configs.vgg_mtl").get_config("corpus=timit")
     with pytest.raises(AttributeError):  # Locked: a typo is an error.
         stl.lock()
         stl.optim.learning_rat = 1.0

@@ -73,7 +73,7 @@ def test_run_skips_complete_variants_and_tables_mean_and_std(tmp_path):
     text = sweeps.write_tables(rows, ["test/ua/emotion"], str(tmp_path))
     assert "0.6000 ± 0.1000" in text
     with open(tmp_path / "sweep.csv") as f:
-        assert f.readline().startswith("variant,seeds,test/ua/emotion_mean")
+        assert f.readline().startswith("variant,seeds,runs,test/ua/emotion_mean")
 
 
 def test_weighting_sweep_names_every_registered_method():
@@ -107,6 +107,33 @@ def test_sweep_prints_one_launch_command_per_variant(tmp_path):
         f"--workdir={tmp_path}/name=equal,seed=0 "
         "--config.weighting.name=equal --config.seed=0"
     )
+
+
+def test_printed_commands_carry_the_sweeps_flags_and_cv_mode(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            "--mode=sweep",
+            "--config=configs/sweeps/paper.py:corpus=emodb,seeds=2",
+            f"--workdir={tmp_path}",
+            f"--config.corpus.root={tmp_path}",
+            "--sweep.print_commands",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4 * 2
+    assert lines[0].startswith(
+        "python launch.py --config=configs/sweeps/paper.py:corpus=emodb,seeds=2 "
+        f"--workdir={tmp_path}/alexnet_stl,seed=0 --config.corpus.root={tmp_path} "
+        "--mode=cv --config.model.name=alexnet "
+    )
+    assert all("--mode=cv" in line for line in lines)  # EmoDB is cross-validated.
+    assert "--config.tasks=emotion,gender" in lines[2]
 
 
 def test_a_real_two_variant_sweep_reports_step_times(smoke_config, tmp_path):
