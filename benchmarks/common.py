@@ -74,3 +74,21 @@ def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
         "temp_mib": temp / 2**20,
         "params": state_lib.param_count(state.params["model"]),
     }
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The backend's float32 GEMM rate: a jitted [n, n] @ [n, n], median of runs.
+
+    The reference "peak" of this run: achieved GFLOP/s of a train step are
+    reported as a fraction of it, so both come from the same backend, threads
+    and allocator.
+    """
+    a = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+    matmul = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
+    jax.block_until_ready(matmul(a, a))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, a))
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9

@@ -5,7 +5,8 @@
 
 Reports AOT compile time, median step time over `steps` timed steps after 3
 warm-up steps (block_until_ready each step), samples/s, XLA's FLOP estimate as
-achieved GFLOP/s, and the compiled program's temp memory. Compare figures only
+achieved GFLOP/s and as a fraction of the float32 matmul rate measured at the
+start of the same run, and the compiled program's temp memory. Compare figures only
 within one run: this machine drifts 5-10% between runs.
 """
 
@@ -25,17 +26,18 @@ _WEIGHTINGS = flags.DEFINE_string(
 def main(argv):
     del argv
     config = common.load_config(_CONFIG.value)
+    peak = common.matmul_peak_gflops()
     print(
         f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
         f"model {config.model.name} width {config.model.width}, "
         f"input [B, {config.data.crop_frames}, {config.features.n_mels}, 1], "
-        f"{config.model.dtype}, {config.optim.name}"
+        f"{config.model.dtype}, {config.optim.name}; matmul peak {peak:.0f} GFLOP/s"
     )
     print(
         "| weighting | batch | compile s | step ms | samples/s | GFLOP/s "
-        "| temp MiB | params |"
+        "| of peak | temp MiB | params |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in _WEIGHTINGS.value.split(","):
         config.weighting.name = name
         for batch_size in [int(b) for b in _BATCHES.value.split(",")]:
@@ -43,6 +45,7 @@ def main(argv):
             print(
                 f"| {name} | {batch_size} | {r['compile_s']:.1f} | {r['step_ms']:.1f} "
                 f"| {r['samples_per_s']:.0f} | {r['gflop_per_s']:.1f} "
+                f"| {r['gflop_per_s'] / peak:.2f} "
                 f"| {r['temp_mib']:.0f} | {r['params']:,} |",
                 flush=True,
             )
