@@ -33,6 +33,12 @@ BENCHMARKS = (
         ["--batch_sizes=8", "--steps=2", "--weightings=equal"],
     ),
     (
+        "weighting: every weighting method's step time, relative to equal",
+        "benchmarks.weighting",
+        ["--batch_size=32", "--steps=20"],
+        ["--batch_size=8", "--steps=2", "--methods=equal,pcgrad"],
+    ),
+    (
         "torch_reference: the same models, optimizer and losses in PyTorch",
         "benchmarks.torch_reference",
         ["--steps=10"],
