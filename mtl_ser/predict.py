@@ -163,10 +163,7 @@ class Predictor:
             _in_memory_split(mels, self.tasks),
             self.statistics,
             self.mesh,
-            crop=c.data.crop_frames,
-            hop=c.data.eval_hop_frames,
-            batch_size=c.data.eval_batch_size,
-            fixed=c.data.inputs == "fixed",
+            **evaluate.windowing(c.data),
         )
         return self.statistics.unstandardise(preds)
 

@@ -214,10 +214,7 @@ def analyse(exp, state, split_name: str = "test") -> dict:
         split,
         exp.data,
         exp.mesh,
-        crop=c.data.crop_frames,
-        hop=c.data.eval_hop_frames,
-        batch_size=c.data.eval_batch_size,
-        fixed=c.data.inputs == "fixed",
+        **evaluate.windowing(c.data),
     )["embedding"]
     arrays = {
         "uid": np.array(split.uids, str),

@@ -17,6 +17,16 @@ from mtl_ser.training import metrics as metrics_lib
 from mtl_ser.training import sharding
 
 
+def windowing(data_cfg) -> dict:
+    """predict_split's windowing keywords from the config's `data` section."""
+    return {
+        "crop": data_cfg.crop_frames,
+        "hop": data_cfg.eval_hop_frames,
+        "batch_size": data_cfg.eval_batch_size,
+        "fixed": data_cfg.inputs == "fixed",
+    }
+
+
 def predict_split(
     predict_fn, state, split, data, mesh, *, crop, hop, batch_size, fixed=False
 ):

@@ -166,10 +166,7 @@ class Experiment:
             split,
             self.data,
             self.mesh,
-            crop=c.data.crop_frames,
-            hop=c.data.eval_hop_frames,
-            batch_size=c.data.eval_batch_size,
-            fixed=c.data.inputs == "fixed",
+            **evaluate.windowing(c.data),
         )
         preds = self.data.unstandardise(preds)
         return evaluate.split_metrics(prefix, self.tasks, split, preds)
