@@ -33,6 +33,7 @@ import tqdm
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import audio, cache, normalisation, pipeline
+from mtl_ser.data.corpora import manifest
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checkpointing, evaluate, loop, sharding
 from mtl_ser.training import workdir as workdir_lib
@@ -372,19 +373,10 @@ def _csv_paths(f, path: str) -> list[tuple[int, str]]:
 
 def _jsonl_paths(f, path: str) -> list[tuple[int, str]]:
     """(line, "path" value) of each JSON object of a JSONL file."""
-    listed = []
-    for line, text in enumerate(f, 1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except ValueError as e:
-            raise InputError(f"{path}, line {line}: not JSON ({e})") from e
-        if not isinstance(record, dict):
-            raise InputError(f"{path}, line {line}: expected a JSON object")
-        keys = {str(k).strip().lower(): v for k, v in record.items()}
-        listed.append((line, keys.get("path")))
-    return listed
+    return [
+        (line, row.get("path"))
+        for line, row in manifest.json_objects(f, path, error=InputError)
+    ]
 
 
 def table(rows: Sequence[dict], tasks) -> tuple[list, list]:

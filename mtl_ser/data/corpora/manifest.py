@@ -137,23 +137,31 @@ def _read_csv(manifest):
     return rows
 
 
+def json_objects(f, name: str, error=CorpusError):
+    """Yields (line number, {lower-case key: value}) of each JSON object line.
+
+    Blank lines are skipped; a line that is not a JSON object raises `error`
+    naming `name` and the line. Prediction reads its input lists with it too.
+    """
+    for line, text in enumerate(f, 1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as e:
+            raise error(f"{name}, line {line}: not JSON ({e})") from e
+        if not isinstance(record, dict):
+            raise error(f"{name}, line {line}: expected a JSON object")
+        yield line, {str(k).strip().lower(): v for k, v in record.items()}
+
+
 def _read_jsonl(manifest):
     """Returns [(line number, {key: value})] for the JSON objects of a JSONL."""
     rows = []
     with open(manifest, encoding="utf-8-sig") as f:
         try:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                where = f"{manifest}, line {line}"
-                try:
-                    record = json.loads(text)
-                except ValueError as e:
-                    raise CorpusError(f"{where}: not JSON ({e})") from e
-                if not isinstance(record, dict):
-                    raise CorpusError(f"{where}: expected a JSON object")
-                row = {str(k).strip().lower(): v for k, v in record.items()}
-                _check_columns(row, where)
+            for line, row in json_objects(f, manifest):
+                _check_columns(row, f"{manifest}, line {line}")
                 rows.append((line, row))
         except UnicodeDecodeError as e:
             raise CorpusError(f"{manifest}: not UTF-8 text ({e})") from e
