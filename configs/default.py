@@ -69,6 +69,14 @@ def get_config(arg=None):
     # SpecAugment on training crops: masks of up to this many frames / mel bands.
     c.data.time_masks, c.data.time_mask_frames = 0, 20  # 0 masks: off.
     c.data.freq_masks, c.data.freq_mask_bands = 0, 8
+    # Speed perturbation (for small corpora): each factor (0.5..2, not 1) gets a
+    # cached copy of the corpus played that much faster (pitch moves too), e.g.
+    # (0.9, 1.1); each training example draws its speed from 1.0 and these.
+    c.data.speed_factors = ()  # Empty: off.
+    # White noise added to training crops (in the mel power domain) with this
+    # probability, at an SNR (dB) drawn uniformly from noise_snr_db (lo, hi).
+    c.data.noise_prob = 0.0  # 0: off.
+    c.data.noise_snr_db = (5.0, 20.0)
     c.data.bad_audio = "exclude"  # Unusable files: "exclude" (excluded.tsv) or "fail".
 
     # Tasks: the first is the main one (utterances without its label are dropped;

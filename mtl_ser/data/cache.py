@@ -4,9 +4,10 @@ Layout of `<cache_dir>/<key>/`: `features.npy` holds every utterance's log-mel
 frames concatenated along time ([sum T, n_mels] float32, memory-mapped for random
 access by Grain) and `index.json` holds uids, offsets and lengths. The key hashes
 the feature config and the corpus files (path, size, mtime), so any change
-recomputes. Files whose audio cannot be used (`audio.AudioError`) are left out
-of the store and listed with their reasons in `index.json`, so that a cache hit
-reports the same exclusions as the build did.
+recomputes. A speed-perturbed copy of the corpus (augment.speed_perturb) is a
+store of its own, keyed also by its factor. Files whose audio cannot be used
+(`audio.AudioError`) are left out of the store and listed with their reasons in
+`index.json`, so that a cache hit reports the same exclusions as the build did.
 
 The folder is built under a temporary name and renamed into place, so an
 interrupted build is never read as complete. The temporary name carries the
@@ -25,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mtl_ser.data import audio, features
+from mtl_ser.data import audio, augment, features
 from mtl_ser.data.corpora.base import Utterance
 
 # What build_cache does with an unusable file (config field data.bad_audio).
@@ -48,6 +49,7 @@ class FeatureStore:
         # (uid, path, reason) of each file left out, in corpus order; caches
         # written before exclusions existed had none.
         self.excluded = tuple(tuple(e) for e in index.get("excluded", ()))
+        self.speed = float(index["features"].get("speed", 1.0))
         self._frames = None
 
     @property
@@ -72,6 +74,18 @@ def feature_params(cfg) -> dict:
     return {k: cfg[k] for k in keys + ("top_db", "trim_top_db")}
 
 
+def store_params(cfg, speed: float = 1.0) -> dict:
+    """feature_params, plus the speed factor of a perturbed copy.
+
+    The factor is left out at 1.0, so that the original features keep the key
+    they had before speed perturbation existed.
+    """
+    params = feature_params(cfg)
+    if speed != 1.0:
+        params["speed"] = float(speed)
+    return params
+
+
 def _corpus_fingerprint(utterances: Sequence[Utterance]) -> list:
     out = []
     for u in sorted(utterances, key=lambda u: u.uid):
@@ -84,13 +98,19 @@ def _corpus_fingerprint(utterances: Sequence[Utterance]) -> list:
     return out
 
 
-def utterance_features(path: str, cfg) -> np.ndarray:
+def utterance_features(path: str, cfg, speed: float = 1.0) -> np.ndarray:
     """Decode, resample, trim and log-mel one file: [T, n_mels] float32.
+
+    With `speed` != 1, the waveform is first played `speed` times faster
+    (augment.speed_perturb), so T is about the original's / speed.
 
     Raises:
       audio.AudioError: the file cannot be used; the message names it.
     """
-    return waveform_features(audio.load_audio(path, cfg.sample_rate), cfg, name=path)
+    wave = audio.load_audio(path, cfg.sample_rate)
+    if speed != 1.0:
+        wave = augment.speed_perturb(wave, speed, cfg.sample_rate, name=path)
+    return waveform_features(wave, cfg, name=path)
 
 
 def waveform_features(wave: np.ndarray, cfg, *, name: str) -> np.ndarray:
@@ -127,7 +147,12 @@ def waveform_features(wave: np.ndarray, cfg, *, name: str) -> np.ndarray:
 
 
 def build_cache(
-    utterances: Sequence[Utterance], cfg, *, bad_audio="exclude", verbose=True
+    utterances: Sequence[Utterance],
+    cfg,
+    *,
+    bad_audio="exclude",
+    verbose=True,
+    speed: float = 1.0,
 ) -> FeatureStore:
     """Returns the feature store for these utterances, computing it if needed.
 
@@ -139,6 +164,8 @@ def build_cache(
       cfg: the `features` sub-config.
       bad_audio: "exclude" unusable files, or "fail" on the first one.
       verbose: print one line when building.
+      speed: the speed factor of a perturbed copy (see utterance_features);
+        1.0 is the original corpus.
 
     Returns:
       A FeatureStore with one row per usable utterance, in their order.
@@ -153,12 +180,17 @@ def build_cache(
         )
     if not utterances:
         raise ValueError("build_cache: no utterances to compute features of")
+    if not speed > 0:
+        raise ValueError(f"build_cache: speed factor {speed}: must be > 0")
     key = features.feature_config_key(
-        {"features": feature_params(cfg), "corpus": _corpus_fingerprint(utterances)}
+        {
+            "features": store_params(cfg, speed),
+            "corpus": _corpus_fingerprint(utterances),
+        }
     )
     final = os.path.join(cfg.cache_dir, key)
     if not os.path.exists(os.path.join(final, "index.json")):
-        _build(utterances, cfg, final, fail=bad_audio == "fail", verbose=verbose)
+        _build(utterances, cfg, final, speed, fail=bad_audio == "fail", verbose=verbose)
     store = FeatureStore(final)
     if bad_audio == "fail" and store.excluded:
         _, path, reason = store.excluded[0]
@@ -169,13 +201,17 @@ def build_cache(
     return store
 
 
-def _build(utterances, cfg, final: str, *, fail: bool, verbose: bool):
+def _build(utterances, cfg, final: str, speed: float, *, fail: bool, verbose: bool):
     """Computes the store into a temporary folder, then renames it to `final`."""
     os.makedirs(cfg.cache_dir, exist_ok=True)
     _remove_dead_builds(cfg.cache_dir)
     if verbose:
-        print(f"Computing log-mels of {len(utterances)} files into {final}", flush=True)
-    mels, uids, excluded = _compute(utterances, cfg, fail=fail)
+        at = f" at speed {speed:g}" if speed != 1.0 else ""
+        print(
+            f"Computing log-mels of {len(utterances)} files{at} into {final}",
+            flush=True,
+        )
+    mels, uids, excluded = _compute(utterances, cfg, speed, fail=fail)
     lengths = [len(m) for m in mels]
     key = os.path.basename(final)
     tmp = tempfile.mkdtemp(prefix=f".{key}-{_HOST}-{os.getpid()}-", dir=cfg.cache_dir)
@@ -186,7 +222,7 @@ def _build(utterances, cfg, final: str, *, fail: bool, verbose: bool):
             "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist(),
             "lengths": lengths,
             "excluded": excluded,
-            "features": feature_params(cfg),
+            "features": store_params(cfg, speed),
         }
         with open(os.path.join(tmp, "index.json"), "w") as f:
             json.dump(index, f)
@@ -202,12 +238,14 @@ def _build(utterances, cfg, final: str, *, fail: bool, verbose: bool):
         print(f"Cached {sum(lengths)} frames{left_out}", file=sys.stdout, flush=True)
 
 
-def _compute(utterances, cfg, *, fail: bool):
+def _compute(utterances, cfg, speed: float, *, fail: bool):
     """(log-mels, uids) of the usable files and [uid, path, reason] of the rest."""
     mels, uids, excluded = [], [], []
+    # The original's call stays utterance_features(path, cfg), as wrappers expect.
+    extra = {} if speed == 1.0 else {"speed": speed}
     for u in utterances:
         try:
-            mels.append(utterance_features(u.path, cfg))
+            mels.append(utterance_features(u.path, cfg, **extra))
             uids.append(u.uid)
         except audio.AudioError as e:
             if fail:

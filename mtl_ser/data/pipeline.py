@@ -3,6 +3,11 @@
 A batch is a dict: `x` [B, T, F, 1] float32 normalised log-mel, `labels` and
 `masks` (dicts task name -> [B]), and `utt` [B] int32 (the utterance's index in
 its split; -1 for evaluation padding). This module knows no devices.
+
+Augmentation happens to training examples only: speed-perturbed copies of the
+corpus (data.speed_factors, cached like the original), white noise on the crop
+(data.noise_prob; see data/augment) and SpecAugment masks. Evaluation and the
+normalisation statistics use the original features alone.
 """
 
 import collections
@@ -15,8 +20,26 @@ import grain
 import numpy as np
 
 from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import augment as augment_lib
 from mtl_ser.data import cache, corpora, splits
 from mtl_ser.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedCopy:
+    """A speed-perturbed copy of a split's utterances (data.speed_factors).
+
+    Attributes:
+      factor: the speed factor (> 1: faster and higher).
+      store: the feature store of the whole corpus at this speed.
+      rows: [N] store row of each of the split's utterances; -1 where the copy
+        lacks one (its audio was unusable at this speed): it trains on its
+        original instead.
+    """
+
+    factor: float
+    store: cache.FeatureStore
+    rows: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +52,8 @@ class SplitData:
       uids: the utterance ids, in split order.
       speakers: their speakers.
       labels, masks: task name -> [N] arrays (see tasks.encode_labels).
+      speed_copies: SpeedCopy of each speed factor; training draws from them
+        and the original (the train split only; empty when off).
     """
 
     store: cache.FeatureStore
@@ -37,6 +62,7 @@ class SplitData:
     speakers: tuple
     labels: dict
     masks: dict
+    speed_copies: tuple = ()
 
     def __len__(self):
         return len(self.rows)
@@ -68,7 +94,9 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
     """Corpus -> cached features -> speaker-independent splits -> statistics.
 
     Files with unusable audio are excluded before the split (`Data.excluded`),
-    or stop the build when `config.data.bad_audio` is "fail".
+    or stop the build when `config.data.bad_audio` is "fail". With
+    `config.data.speed_factors`, the train split also gets its speed copies
+    (`SplitData.speed_copies`); the statistics come from the original alone.
 
     Args:
       config: the full config (reads corpus, split, features, data).
@@ -119,6 +147,11 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
     mean, std = band_statistics(split_data["train"])
     if not config.data.normalize:
         mean, std = np.zeros_like(mean), np.ones_like(std)
+    if config.data.speed_factors:
+        copies = speed_copies(kept, split_data["train"], config, verbose=verbose)
+        split_data["train"] = dataclasses.replace(
+            split_data["train"], speed_copies=copies
+        )
     if verbose:
         if store.excluded:
             print(excluded_summary(store.excluded, len(kept)), flush=True)
@@ -132,6 +165,34 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
         target_statistics(split_data["train"], tasks),
         excluded=store.excluded,
     )
+
+
+def speed_copies(utterances, split: SplitData, config, *, verbose=True) -> tuple:
+    """The SpeedCopy of `split` for each of config.data.speed_factors.
+
+    Each copy's store holds the whole corpus (`utterances`, as the original's),
+    so cross-validation folds share it; it is built as the original is, unusable
+    files excluded (or failing) alike.
+    """
+    copies = []
+    for factor in config.data.speed_factors:
+        store = cache.build_cache(
+            utterances,
+            config.features,
+            bad_audio=config.data.bad_audio,
+            verbose=verbose,
+            speed=float(factor),
+        )
+        rows = np.array([store.row_of.get(uid, -1) for uid in split.uids], np.int64)
+        missing = int(np.sum(rows < 0))
+        if verbose and missing:
+            print(
+                f"Speed {factor:g}: {missing} utterances unusable at this speed "
+                "train on their original only",
+                flush=True,
+            )
+        copies.append(SpeedCopy(float(factor), store, rows))
+    return tuple(copies)
 
 
 def unlabelled_summary(task, utterances, kept) -> str:
@@ -259,7 +320,11 @@ class _Example:
 
     def example(self, i: int, start: int) -> dict:
         x = self.split.store.get(self.split.rows[i])
-        x = (_window(x, start, self.crop) - self.mean) / self.std
+        return self.normalised(i, _window(x, start, self.crop))
+
+    def normalised(self, i: int, window: np.ndarray) -> dict:
+        """The example of utterance i with log-mel `window` [T, F] (in dB)."""
+        x = (window - self.mean) / self.std
         labels = {k: v[i] for k, v in self.split.labels.items()}
         for name, (mean, std) in self.targets.items():
             labels[name] = np.float32((labels[name] - mean) / std)
@@ -309,25 +374,52 @@ def centre_start(length: int, crop: int) -> int:
 
 
 class RandomCrop(_Example, grain.transforms.RandomMap):
-    """Training example: a random crop of `crop` frames of utterance i (with
-    `fixed`, its centre crop), then the optional `augment` (drawn after the
-    crop, so crops do not change)."""
+    """Training example of utterance i, drawn in this order from its generator:
+    its speed (the original or one of `split.speed_copies`, uniformly), a
+    random crop of `crop` frames (with `fixed`, the centre crop), the optional
+    `noise` on the crop's dB, and after normalisation the optional `augment`.
+    An augmentation that is off draws nothing, so that without speed copies
+    the crops are those of a pipeline without them."""
 
     def __init__(
-        self, split, data, crop, augment: "SpecAugment | None" = None, fixed=False
+        self,
+        split,
+        data,
+        crop,
+        augment: "SpecAugment | None" = None,
+        fixed=False,
+        noise: "augment_lib.MelNoise | None" = None,
     ):
         super().__init__(split, data, crop)
-        self.augment, self.fixed = augment, fixed
+        self.augment, self.fixed, self.noise = augment, fixed, noise
 
     def random_map(self, i, rng: np.random.Generator):
-        length = int(self.split.store.lengths[self.split.rows[i]])
+        mel = self.speed_copy(i, rng)  # Before the crop: lengths differ.
+        length = len(mel)
         start = int(rng.integers(0, max(length - self.crop, 0) + 1))
         if self.fixed:  # The draw above still happens: augment's stay the same.
             start = centre_start(length, self.crop)
-        example = self.example(i, start)
+        window = _window(mel, start, self.crop)
+        if self.noise is not None:
+            window = self.noise(window, rng)
+        example = self.normalised(i, window)
         if self.augment is not None:
             example["x"] = self.augment(example["x"], rng)
         return example
+
+    def speed_copy(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        """Utterance i's log-mel [T, F] at a speed drawn uniformly.
+
+        Draws nothing when the split has no speed copies.
+        """
+        original = self.split.store.get(self.split.rows[i])
+        copies = self.split.speed_copies
+        if not copies:
+            return original
+        k = int(rng.integers(0, len(copies) + 1))  # 0: the original.
+        if k == 0 or copies[k - 1].rows[i] < 0:
+            return original
+        return copies[k - 1].store.get(copies[k - 1].rows[i])
 
 
 class EvalWindow(_Example, grain.transforms.Map):
@@ -349,11 +441,13 @@ def train_dataset(
     process_count: int = 1,
     augment: "SpecAugment | None" = None,
     fixed: bool = False,
+    noise: "augment_lib.MelNoise | None" = None,
 ) -> grain.IterDataset:
     """Endless shuffled training batches of this process's share.
 
-    Each example is a random crop (with `fixed`, the centre crop), masked by
-    `augment` when given.
+    Each example is a random crop (with `fixed`, the centre crop) of the
+    utterance at a random speed (when the split has speed copies), with white
+    noise (`noise`) and masked by `augment` when given (see RandomCrop).
 
     Every epoch is a new permutation of the split; process p takes elements
     p, p + P, p + 2P, ... of the global order, so processes see disjoint examples
@@ -373,7 +467,7 @@ def train_dataset(
     # Crop, then take this process's share: an example's random crop follows
     # from its place in the global order, whatever the number of processes
     # (cropping the share would give every process the same random draws).
-    example = RandomCrop(split, data, crop, augment, fixed)
+    example = RandomCrop(split, data, crop, augment, fixed, noise)
     ds = _train_order(len(split), seed, 0, 1).random_map(example)
     ds = ds[process_index::process_count]
     ds = ds.batch(batch_size // process_count, drop_remainder=True)

@@ -1,5 +1,7 @@
 """Config checks that run before any work; each error is one line naming the field."""
 
+import math
+import numbers
 import os
 
 import jax
@@ -7,6 +9,9 @@ import jax
 from mtl_ser import models, tasks, weighting
 from mtl_ser.data import cache, corpora, splits
 from mtl_ser.errors import ConfigError
+
+# data.speed_factors beyond these turn a voice into another kind of voice.
+SPEED_RANGE = (0.5, 2.0)
 
 
 def _require(ok: bool, message: str):
@@ -90,6 +95,7 @@ def validate_config(config):
     _require(c.split.fold >= -1, f"split.fold={c.split.fold}: a fold index or -1")
     for field in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
         _require(c.data[field] >= 0, f"data.{field}={c.data[field]}: must be >= 0")
+    _check_augmentation(c.data)
     _require(
         c.data.bad_audio in cache.BAD_AUDIO_POLICIES,
         f"data.bad_audio={c.data.bad_audio!r}: choose one of "
@@ -126,4 +132,48 @@ def validate_config(config):
     _require(
         c.report.tsne_perplexity > 0,
         f"report.tsne_perplexity={c.report.tsne_perplexity}: must be > 0",
+    )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_augmentation(d):
+    """Speed perturbation and noise (data.speed_factors, data.noise_*)."""
+    factors = d.speed_factors
+    _require(
+        isinstance(factors, (tuple, list)) and all(map(_is_number, factors)),
+        f"data.speed_factors={factors!r}: a tuple of numbers, e.g. (0.9, 1.1)",
+    )
+    lo, hi = SPEED_RANGE
+    for f in factors:
+        _require(
+            lo <= f <= hi,
+            f"data.speed_factors={tuple(factors)}: {f} is outside [{lo}, {hi}]",
+        )
+        _require(
+            f != 1.0,
+            f"data.speed_factors={tuple(factors)}: leave out 1.0 (the original "
+            "speed is always used)",
+        )
+    _require(
+        len(set(factors)) == len(factors),
+        f"data.speed_factors={tuple(factors)}: a factor is listed twice",
+    )
+    prob = d.noise_prob
+    _require(
+        _is_number(prob) and 0.0 <= prob <= 1.0,
+        f"data.noise_prob={prob!r}: must be in [0, 1]",
+    )
+    snr = d.noise_snr_db
+    _require(
+        isinstance(snr, (tuple, list))
+        and len(snr) == 2
+        and all(_is_number(v) and math.isfinite(v) for v in snr),
+        f"data.noise_snr_db={snr!r}: a (lo, hi) pair of finite SNRs in dB",
+    )
+    _require(
+        snr[0] <= snr[1],
+        f"data.noise_snr_db={tuple(snr)}: lo {snr[0]} is above hi {snr[1]}",
     )

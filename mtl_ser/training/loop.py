@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import normalisation, pipeline
+from mtl_ser.data import augment, normalisation, pipeline
 from mtl_ser.outputs import analysis
 from mtl_ser.training import (
     checkpointing,
@@ -154,6 +154,7 @@ class Experiment:
                 process_count=jax.process_count(),
                 augment=_spec_augment(c.data),
                 fixed=c.data.inputs == "fixed",
+                noise=augment.make_noise(c.data, c.features),
             )
         )
 
