@@ -56,5 +56,32 @@ def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
     else:
         raise ValueError(f"optim.name={cfg.name!r}: choose 'adam', 'adamw' or 'sgd'")
     if cfg.grad_clip > 0:
-        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+        tx = optax.chain(clip_by_global_norm(cfg.grad_clip), tx)
     return tx
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+    """optax.clip_by_global_norm, reusing a norm the caller already has.
+
+    `update(..., global_norm=n)` scales by max_norm / n when n > max_norm, as
+    optax does; the train step computes n once for its metrics and its
+    finiteness check, so the update does not read every gradient again. Without
+    `global_norm` it computes the norm itself. Its state is optax's (empty), so
+    checkpoints of either restore into the other.
+    """
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None, *, global_norm=None, **extra):
+        del params, extra
+        norm = optax.tree.norm(updates) if global_norm is None else global_norm
+        clip = norm >= max_norm
+
+        def scale(g):
+            return jax.lax.select(clip, (g / norm.astype(g.dtype)) * max_norm, g)
+
+        return jax.tree.map(scale, updates), state
+
+    return optax.GradientTransformationExtraArgs(init, update)

@@ -274,8 +274,33 @@ def train_step(
         kwargs["per_task_grads"] = per_task_grads
     total, grads, aux, stats = grad_fn(state, batch, rng, **kwargs)
     losses, weights, weighting_state, batch_stats = aux
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    # One pass over the gradients gives the metric, the finiteness check and
+    # the clipping norm (optim.clip_by_global_norm takes it as global_norm).
+    model_sq = optax.tree.norm(grads["model"], squared=True)
+    global_norm = jnp.sqrt(model_sq + optax.tree.norm(grads["weighting"], squared=True))
+    grad_norm = jnp.sqrt(model_sq)
+    finite = (
+        jnp.all(jnp.isfinite(losses)) & jnp.isfinite(total) & jnp.isfinite(global_norm)
+    )
+    ok = finite if skip_nonfinite else finite & (state.faults["first_step"] < 0)
+
+    def apply(operands):
+        grads, params, opt_state = operands
+        updates, opt_state = tx.update(
+            grads, opt_state, params, global_norm=global_norm
+        )
+        return optax.apply_updates(params, updates), opt_state
+
+    def keep(operands):
+        _, params, opt_state = operands
+        return params, opt_state
+
+    # A branch, not a select: the optimizer runs only on finite steps, and the
+    # (donated) params and moments are updated in place rather than read twice
+    # and copied by a select over every leaf.
+    params, opt_state = jax.lax.cond(
+        ok, apply, keep, (grads, state.params, state.opt_state)
+    )
     if method.after_step is not None:
         # FAMO: the same batch, dropout mask and BN mode under the new params.
         new_state = state.replace(params=params)
@@ -286,16 +311,9 @@ def train_step(
         weighting_state = method.after_step(
             params["weighting"], weighting_state, losses, after
         )
-    grad_norm = optax.tree.norm(grads["model"])
-    finite = (
-        jnp.all(jnp.isfinite(losses))
-        & jnp.isfinite(total)
-        & jnp.isfinite(optax.tree.norm(grads))
-    )
-    ok = finite if skip_nonfinite else finite & (state.faults["first_step"] < 0)
-    new = (params, batch_stats, opt_state, weighting_state)
-    old = (state.params, state.batch_stats, state.opt_state, state.weighting_state)
-    params, batch_stats, opt_state, weighting_state = _guard(ok, new, old)
+    new = (batch_stats, weighting_state)
+    old = (state.batch_stats, state.weighting_state)
+    batch_stats, weighting_state = _guard(ok, new, old)
     new_state = state.replace(
         step=state.step + 1,
         params=params,
