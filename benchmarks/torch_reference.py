@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import common
 from benchmarks import torch_models as tm
+from configs import default as default_config
 from mtl_ser import tasks as tasks_lib
 from mtl_ser import weighting as weighting_lib
 from mtl_ser.training import loop, optim, sharding
@@ -362,7 +363,7 @@ def _check_flops(steps, state, batch, twin, step, tbatch) -> dict:
     forward = functools.partial(steps.model.apply, train=False)
     jaxprs = {
         "forward": jax.make_jaxpr(forward)(variables, batch["x"]),
-        "train": jax.make_jaxpr(steps.train_fn)(state, batch),
+        "train": steps.train_fn.trace(state, batch).jaxpr,
     }
     counts = {
         "xla_forward": _xla_flops(
@@ -621,6 +622,10 @@ def settings_lines(threads: int) -> list[str]:
     ]
 
 
+def _default_fusions() -> str:
+    return default_config.get_config().train.cpu_library_fusions
+
+
 def _batches(preset: str, override: str) -> list[int]:
     if override:
         return [int(b) for b in override.split(",")]
@@ -648,7 +653,8 @@ def run(
     Yields:
         {"preset", "model", "input", "batch", "params", "gflop_step" (conv +
         matmul, both sides), "xla_gflop_step", "ours_ms", "torch_ms", "ours",
-        "torch" (samples/s), "adam", "check" (the identity report)}.
+        "ours_xla" (with train.cpu_library_fusions="xla"), "torch" (samples/s),
+        "ours_gflop_per_s" (XLA's count), "adam", "check" (the identity report)}.
 
     Raises:
         IdentityError: a twin failed its check (nothing is timed for it).
@@ -656,9 +662,14 @@ def run(
     for preset in presets:
         config = make_config(preset, input_kind)
         report = check_identity(config, batch_size=check_batch, rtol=rtol)
+        xla_default = copy.deepcopy(config)
+        xla_default.train.cpu_library_fusions = "xla"
         for batch_size in _batches(preset, batch_sizes):
             ours = common.measure(config, batch_size, num_steps)
             theirs = time_torch(config, report["init"], batch_size, num_steps)
+            # The same step with XLA's own choice of CPU library fusions
+            # (train.cpu_library_fusions; see mtl_ser/training/xla_options.py).
+            ours_xla = common.measure(xla_default, batch_size, num_steps)
             xla_flops = ours["gflop_per_s"] * ours["step_ms"] * 1e-3 * 1e9
             yield {
                 "preset": preset,
@@ -671,6 +682,8 @@ def run(
                 "ours_ms": ours["step_ms"],
                 "torch_ms": theirs["step_ms"],
                 "ours": ours["samples_per_s"],
+                "ours_xla": ours_xla["samples_per_s"],
+                "ours_gflop_per_s": ours["gflop_per_s"],
                 "torch": theirs["samples_per_s"],
                 "adam": theirs["adam"],
                 "check": report,
@@ -731,11 +744,18 @@ def main(argv):
             )
             print_check(preset, report)
         return
+    peak = common.matmul_peak_gflops()
+    print(
+        f"ours: train.cpu_library_fusions={_default_fusions()!r} (the default); 'xla "
+        "fusions' is the same step with XLA's own choice; of peak: XLA's GFLOP/s "
+        f"over the float32 matmul rate measured now, {peak:.0f} GFLOP/s\n"
+    )
     print(
         "| model | input [T, F] | batch | params | GFLOP/step conv+matmul "
-        "| XLA GFLOP/step | ours samples/s | torch samples/s | ours / torch |"
+        "| XLA GFLOP/step | ours samples/s | of peak | ours, xla fusions "
+        "| torch samples/s | ours / torch | xla fusions / torch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     adam, checks = set(), {}
     for r in run(
         presets,
@@ -750,7 +770,9 @@ def main(argv):
         print(
             f"| {r['model']} | {r['input'][0]} x {r['input'][1]} | {r['batch']} "
             f"| {r['params']:,} | {r['gflop_step']:.2f} | {r['xla_gflop_step']:.2f} "
-            f"| {r['ours']:.0f} | {r['torch']:.0f} | {r['ours'] / r['torch']:.2f} |",
+            f"| {r['ours']:.0f} | {r['ours_gflop_per_s'] / peak:.2f} "
+            f"| {r['ours_xla']:.0f} | {r['torch']:.0f} "
+            f"| {r['ours'] / r['torch']:.2f} | {r['ours_xla'] / r['torch']:.2f} |",
             flush=True,
         )
     print(f"\ntorch Adam: {', '.join(sorted(adam))}. Identity (check_identity):")

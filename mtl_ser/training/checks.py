@@ -9,6 +9,7 @@ import jax
 from mtl_ser import models, tasks, weighting
 from mtl_ser.data import cache, corpora, splits
 from mtl_ser.errors import ConfigError
+from mtl_ser.training import xla_options
 
 # data.speed_factors beyond these turn a voice into another kind of voice.
 SPEED_RANGE = (0.5, 2.0)
@@ -73,6 +74,7 @@ def validate_config(config):
         c.train.on_nonfinite in ("stop", "skip"),
         f"train.on_nonfinite={c.train.on_nonfinite!r}: choose 'stop' or 'skip'",
     )
+    xla_options.parse_library_fusions(c.train.cpu_library_fusions)
     _require(
         c.train.max_skipped_steps >= 0,
         f"train.max_skipped_steps={c.train.max_skipped_steps}: must be >= 0",

@@ -21,6 +21,7 @@ from mtl_ser.training import (
     optim,
     preemption,
     sharding,
+    xla_options,
 )
 from mtl_ser.training import state as state_lib
 from mtl_ser.training import step as step_lib
@@ -72,6 +73,7 @@ def build_steps(config, tasks, mesh, *, steps_per_epoch: int = 1, method=None) -
     )
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
+    options = xla_options.compiler_options(c.train)
     train_fn = jax.jit(
         functools.partial(
             step_lib.train_step,
@@ -88,11 +90,13 @@ def build_steps(config, tasks, mesh, *, steps_per_epoch: int = 1, method=None) -
         in_shardings=(state_sharding, batch_sh),
         out_shardings=(state_sharding, repl),
         donate_argnums=0,
+        compiler_options=options,
     )
     eval_fn = jax.jit(
         functools.partial(step_lib.eval_step, model=model, tasks=tasks),
         in_shardings=(state_sharding, batch_sh),
         out_shardings=repl,
+        compiler_options=options,
     )
     return Steps(model, state, state_sharding, train_fn, eval_fn)
 

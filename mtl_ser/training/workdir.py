@@ -17,8 +17,9 @@ import socket
 import jax
 from jax.experimental import multihost_utils
 
-# Config fields that may change between resumes without changing the run.
-RUNTIME_ONLY = ("train.progress_bar",)
+# Config fields that may change between resumes without changing the run (the
+# library fusions change how XLA computes the same step, not what it computes).
+RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions")
 
 
 class WorkdirError(RuntimeError):

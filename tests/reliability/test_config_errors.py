@@ -27,6 +27,10 @@ ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
         ({"train.on_nonfinite": "ignore"}, "train.on_nonfinite='ignore'"),
         ({"train.nan_task": "gender2"}, "train.nan_task='gender2'"),
         ({"data.bad_audio": "skip"}, "data.bad_audio='skip'"),
+        (
+            {"train.cpu_library_fusions": "dot,convolution"},
+            "train.cpu_library_fusions='dot,convolution'",
+        ),
     ],
 )
 def test_impossible_configs_fail_in_one_line_before_any_work(

@@ -1,0 +1,56 @@
+"""Per-program XLA compiler options: which ops XLA CPU hands to YNNPACK.
+
+XLA's CPU backend passes some ops to its YNNPACK library ("library fusions")
+and emits the rest itself (convolutions then go to Eigen). Which is faster
+depends on the op: on this project's 2-core x86 machine YNNPACK's dots and
+reductions were the fastest, and its convolutions and their gradients 1.3-2.7x
+slower than Eigen's, so the default here keeps dots and reductions in YNNPACK
+and nothing else; the whole train step ran 1.35x (AlexNet) and 1.39x (VGG-11
+half width) faster than with XLA's own choice (`benchmarks/train_step.py
+--cpu_library_fusions=...` measures it on yours). Other backends ignore this.
+"""
+
+import jax
+
+from mtl_ser.errors import ConfigError
+
+# Config names -> XLA's LibraryFusionType names.
+LIBRARY_FUSIONS = {
+    "dot": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+    "reduce": "LIBRARY_FUSION_TYPE_REDUCE",
+    "eltwise": "LIBRARY_FUSION_TYPE_ELTWISE",
+    "conv": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
+}
+_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def parse_library_fusions(value: str) -> tuple:
+    """train.cpu_library_fusions -> its op kinds; () for "none", None for "xla".
+
+    Raises:
+      ConfigError: naming the field, for an unknown kind.
+    """
+    value = value.strip()
+    if value == "xla":
+        return None
+    if value == "none":
+        return ()
+    kinds = tuple(k.strip() for k in value.split(","))
+    unknown = [k for k in kinds if k not in LIBRARY_FUSIONS]
+    if unknown or not kinds:
+        raise ConfigError(
+            f"train.cpu_library_fusions={value!r}: use 'xla' (XLA's default), "
+            f"'none', or a comma-separated list of {sorted(LIBRARY_FUSIONS)}"
+        )
+    return kinds
+
+
+def compiler_options(train_cfg) -> "dict | None":
+    """The `jax.jit(compiler_options=...)` of the train and eval steps.
+
+    None (XLA's defaults) off the CPU backend or with "xla".
+    """
+    kinds = parse_library_fusions(train_cfg.cpu_library_fusions)
+    if kinds is None or jax.default_backend() != "cpu":
+        return None
+    return {_OPTION: ",".join(LIBRARY_FUSIONS[k] for k in kinds)}

@@ -1,0 +1,101 @@
+"""The train step's speed settings: CPU library fusions and the shared norm."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mtl_ser.errors import ConfigError
+from mtl_ser.training import loop, optim, sharding, xla_options
+
+
+@pytest.mark.parametrize(
+    "value, kinds",
+    [
+        ("xla", None),
+        ("none", ()),
+        ("dot,reduce", ("dot", "reduce")),
+        (" conv ", ("conv",)),
+    ],
+)
+def test_library_fusions_parse(value, kinds):
+    assert xla_options.parse_library_fusions(value) == kinds
+
+
+@pytest.mark.parametrize("value", ["", "dot,", "convolution", "dot;reduce"])
+def test_unknown_library_fusions_name_the_field(value):
+    with pytest.raises(ConfigError, match="train.cpu_library_fusions"):
+        xla_options.parse_library_fusions(value)
+
+
+def _hlo(config):
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    batch = sharding.from_process_local(next(exp.train_iterator()), exp.mesh)
+    return exp.train_fn.lower(exp.state, batch).compile().as_text(), exp, batch
+
+
+def test_fusion_choice_reaches_the_compiled_step_and_keeps_its_result(smoke_config):
+    """With "none" no op goes to YNNPACK; with "dot,reduce" some do, and the
+    convolutions stay with XLA. One step from the same state and batch gives
+    the same loss and nearly the same parameters either way."""
+    results = {}
+    for value in ("none", "dot,reduce", "xla"):
+        smoke_config.train.cpu_library_fusions = value
+        hlo, exp, batch = _hlo(smoke_config)
+        state, metrics = exp.train_fn(exp.state, batch)
+        results[value] = (hlo, jax.device_get(metrics), jax.device_get(state.params))
+    none_hlo, dot_hlo, xla_hlo = (results[v][0] for v in ("none", "dot,reduce", "xla"))
+    assert "__ynn_fusion" not in none_hlo
+    assert "__ynn_fusion" in dot_hlo
+    assert "convolution(" in dot_hlo  # The model's convolutions are there...
+    # ...and XLA's default hands some of them to YNNPACK; ours does not.
+    assert _convs_in_ynn(xla_hlo) > 0 and _convs_in_ynn(dot_hlo) == 0
+    ref_loss = results["xla"][1]["train/loss/total"]
+    for value in ("none", "dot,reduce"):
+        _, metrics, params = results[value]
+        np.testing.assert_allclose(metrics["train/loss/total"], ref_loss, rtol=1e-5)
+        for a, b in zip(
+            jax.tree.leaves(params), jax.tree.leaves(results["xla"][2]), strict=True
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def _convs_in_ynn(hlo: str) -> int:
+    """Convolutions inside computations that a YNNPACK fusion calls."""
+    called = set()
+    for line in hlo.splitlines():
+        if "__ynn_fusion" in line and "calls=" in line:
+            called.add(line.split("calls=")[1].split(",")[0].split("}")[0].strip("%"))
+    count, current = 0, None
+    for line in hlo.splitlines():
+        if line and not line.startswith(" ") and "{" in line:
+            current = line.split(" ")[0].strip("%")
+        if current in called and "convolution(" in line:
+            count += 1
+    return count
+
+
+def test_clip_with_a_given_norm_is_optax_clip():
+    grads = {
+        "a": jnp.arange(6.0).reshape(2, 3),
+        "b": jnp.full((4,), -0.5),
+    }
+    norm = optax.tree.norm(grads)
+    for max_norm in (0.5, float(norm), 100.0):
+        want, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+        ours = optim.clip_by_global_norm(max_norm)
+        alone, _ = ours.update(grads, ours.init(grads))
+        given, _ = ours.update(grads, ours.init(grads), global_norm=norm)
+        for got in (alone, given):
+            jax.tree.map(np.testing.assert_array_equal, got, want)
+    # The chained optimizer passes the norm through to the clip only.
+    tx = optax.chain(optim.clip_by_global_norm(1.0), optax.adam(1e-3))
+    state = tx.init(grads)
+    ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    want, _ = ref.update(grads, ref.init(grads))
+    got, _ = tx.update(grads, state, global_norm=norm)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    # Same state structure as optax's clip: checkpoints restore either way.
+    assert jax.tree.structure(state) == jax.tree.structure(ref.init(grads))
