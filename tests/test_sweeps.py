@@ -101,7 +101,7 @@ def test_sweep_prints_one_launch_command_per_variant(tmp_path):
     from configs.sweeps import weighting as sweep_file
 
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == len(sweep_file.NAMES)
+    assert len(lines) == len(sweep_file.get_sweep())
     assert lines[0] == (
         "python launch.py --config=configs/sweeps/weighting.py:smoke "
         f"--workdir={tmp_path}/name=equal,seed=0 "
