@@ -56,6 +56,24 @@ BENCHMARKS = (
         ["--models=synthetic", "--batch_sizes=8", "--steps=2"],
     ),
     (
+        "conv_layers: each AlexNet conv, forward + backward, by library",
+        "benchmarks.conv_layers",
+        ["--model=alexnet", "--batch_size=64"],
+        ["--model=alexnet", "--batch_size=2", "--repeats=1"],
+    ),
+    (
+        "conv_layers: each VGG-11 (width 0.5) conv, forward + backward, by library",
+        "benchmarks.conv_layers",
+        ["--model=vgg11_half", "--batch_size=64"],
+        ["--model=vgg11_half", "--batch_size=2", "--repeats=1"],
+    ),
+    (
+        "profile_step: where the AlexNet step's time goes (the gap to PyTorch)",
+        "benchmarks.profile_step",
+        ["--model=alexnet", "--batch_size=64"],
+        ["--model=synthetic", "--batch_size=4", "--steps=1", "--top=5"],
+    ),
+    (
         "features: log-mel clips/s, librosa vs jitted jnp",
         "benchmarks.features",
         [],

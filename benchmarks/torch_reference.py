@@ -43,42 +43,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import common
 from benchmarks import torch_models as tm
+from benchmarks.common import INPUTS, PRESETS, make_config
 from configs import default as default_config
 from mtl_ser import tasks as tasks_lib
 from mtl_ser import weighting as weighting_lib
 from mtl_ser.training import loop, optim, sharding
 from mtl_ser.training import state as state_lib
 
-# name -> (config file, overrides, default batch sizes, description)
-PRESETS = {
-    "synthetic": (
-        "configs/synthetic.py",
-        {},
-        (32,),
-        "main job: AlexNet w0.25, FC 512",
-    ),
-    "alexnet": (
-        "configs/synthetic.py",
-        {"model.width": 1.0, "model.hidden": 1024},
-        (16, 64),
-        "AlexNet w1, FC 1024",
-    ),
-    "vgg11_half": (
-        "configs/vgg_mtl.py",
-        {"model.width": 0.5, "model.hidden": 2048},
-        (16, 64),
-        "VGG-11 w0.5 + BN, FC 1024",
-    ),
-    "vgg16_half": (
-        "configs/vgg_mtl.py",
-        {"model.name": "vgg16", "model.width": 0.5, "model.hidden": 2048},
-        (16,),
-        "VGG-16 w0.5 + BN, FC 1024",
-    ),
-}
-# (crop_frames T, n_mels F) of each --input; "issue" is issue 5's 1 x 128 mels
-# x 256 frames, our layout [B, 256, 128, 1].
-INPUTS = {"config": None, "issue": (256, 128)}
 _WARMUP = 3  # As benchmarks.common.measure.
 # Environment that changes either side's speed, printed in the header.
 _ENV = ("LD_PRELOAD", "XLA_FLAGS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
@@ -101,22 +72,6 @@ _THREADS = flags.DEFINE_integer("threads", 0, "torch threads; 0: every usable co
 
 class IdentityError(AssertionError):
     """The torch twin is not the same function as our model."""
-
-
-def make_config(preset: str, input_kind: str = "config"):
-    """The config of a preset, with `input_kind`'s input size."""
-    if preset not in PRESETS:
-        raise ValueError(f"--models: unknown {preset!r}; choose from {list(PRESETS)}")
-    path, overrides, _, _ = PRESETS[preset]
-    config = common.load_config(path)
-    for key, value in overrides.items():
-        section, field = key.split(".")
-        config[section][field] = value
-    if INPUTS[input_kind] is not None:
-        config.data.crop_frames, config.features.n_mels = INPUTS[input_kind]
-    if config.model.dtype != "float32":
-        raise ValueError("model.dtype: the torch twin is float32 only")
-    return config
 
 
 # ---------------------------------------------------------------- FLOPs

@@ -5,5 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+# tcmalloc, when Debian's libtcmalloc-minimal4 is installed: glibc's malloc hands
+# large buffers back to the OS every step and the page faults slow training (the
+# results are the same; benchmarks/RESULTS.md).
+TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+if [[ -z "${LD_PRELOAD:-}" && -f "$TCMALLOC" ]]; then
+  export LD_PRELOAD="$TCMALLOC"
+fi
 exec .venv/bin/python launch.py --config=configs/synthetic.py \
   --workdir="${WORKDIR:-runs/synthetic}" --mode=train "$@"

@@ -46,11 +46,16 @@ def parse_library_fusions(value: str) -> tuple:
 
 
 def compiler_options(train_cfg) -> "dict | None":
-    """The `jax.jit(compiler_options=...)` of the train and eval steps.
+    """The `jax.jit(compiler_options=...)` of the train and eval steps."""
+    return compiler_options_for(train_cfg.cpu_library_fusions)
+
+
+def compiler_options_for(library_fusions: str) -> "dict | None":
+    """Compiler options for a cpu_library_fusions value.
 
     None (XLA's defaults) off the CPU backend or with "xla".
     """
-    kinds = parse_library_fusions(train_cfg.cpu_library_fusions)
+    kinds = parse_library_fusions(library_fusions)
     if kinds is None or jax.default_backend() != "cpu":
         return None
     return {_OPTION: ",".join(LIBRARY_FUSIONS[k] for k in kinds)}
