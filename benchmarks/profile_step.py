@@ -2,13 +2,14 @@
 
   .venv/bin/python -m benchmarks.profile_step --model=alexnet --batch_size=64
 
-Traces `--steps` steps of a torch_reference preset's train step (random input)
+Traces `--steps` steps of a benchmarks.common preset's train step (random input)
 and sums each XLA op's time over the CPU worker threads, per step; each op is
 described from the compiled HLO (its shape and what its fusion does:
 convolution, dot, reduce, select, ...). On CPU, XLA runs independent ops on
 both cores at once, so the sum over threads is about twice the step's wall
 time; read the shares, not the sum. Convolutions that XLA emits itself (Eigen)
-are not traced as ops: their time is the step's remainder.
+are not traced as ops: their time is the step's remainder. A `cond` (the
+optimizer update) is a container: its time includes the ops it runs.
 """
 
 import collections

@@ -7,11 +7,12 @@ EMA (`db_beta=0`); at LibMTL's defaults these two miss `equal` on this corpus.
 
 python launch.py --mode=sweep --config=configs/sweeps/weighting.py \
     --workdir=runs/weighting
-(":smoke" runs each variant for a few steps; --sweep.print_commands prints one
+(":smoke" runs each variant for a few steps; ":seeds=3" runs seeds 0, 1, 2 of
+each, the table then giving mean +/- std; --sweep.print_commands prints one
 launch command per variant instead.)
 """
 
-from configs import synthetic
+from configs import common, synthetic
 from mtl_ser import sweeps
 
 NAMES = (
@@ -45,13 +46,20 @@ METRICS = (
 REFERENCE = {"weighting.name": "equal"}
 
 
+def _arg(arg):
+    return common.parse_arg(arg, seeds=1, smoke=False)
+
+
 def get_config(arg=None):
-    return synthetic.get_config(arg)
+    return synthetic.get_config("smoke" if _arg(arg).smoke else None)
 
 
 def get_sweep(arg=None):
-    del arg
-    return sweeps.product(weighting__name=NAMES, seed=[0]) + [
-        {"weighting.name": "mgda", "weighting.mgda_normalization": "loss+", "seed": 0},
-        {"weighting.name": "db_mtl", "weighting.db_beta": 0.0, "seed": 0},
+    seeds = list(range(_arg(arg).seeds))
+    options = (
+        {"weighting.name": "mgda", "weighting.mgda_normalization": "loss+"},
+        {"weighting.name": "db_mtl", "weighting.db_beta": 0.0},
+    )
+    return sweeps.product(weighting__name=NAMES, seed=seeds) + [
+        {**option, "seed": seed} for option in options for seed in seeds
     ]
