@@ -139,7 +139,7 @@ def get_config(arg=None):
     # XLA CPU only: the ops XLA hands to its YNNPACK library, a comma-separated
     # list of dot, reduce, eltwise, conv; "xla" keeps XLA's own choice, "none"
     # uses none. YNNPACK's convolutions were slower than XLA's Eigen ones here
-    # (train/xla_options.py; benchmarks/RESULTS.md).
+    # (mtl_ser/training/xla_options.py; benchmarks/RESULTS.md).
     c.train.cpu_library_fusions = "dot,reduce"
     c.train.log_every = 50  # Steps between metric fetches, logs and NaN checks.
     c.train.eval_every = 500  # Steps between validation runs (and best checkpoint).

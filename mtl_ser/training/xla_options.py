@@ -2,12 +2,13 @@
 
 XLA's CPU backend passes some ops to its YNNPACK library ("library fusions")
 and emits the rest itself (convolutions then go to Eigen). Which is faster
-depends on the op: on this project's 2-core x86 machine YNNPACK's dots and
-reductions were the fastest, and its convolutions and their gradients 1.3-2.7x
-slower than Eigen's, so the default here keeps dots and reductions in YNNPACK
-and nothing else; the whole train step ran 1.35x (AlexNet) and 1.39x (VGG-11
-half width) faster than with XLA's own choice (`benchmarks/train_step.py
---cpu_library_fusions=...` measures it on yours). Other backends ignore this.
+depends on the op: on this project's 2-core x86 machine (jax 0.10.2) YNNPACK's
+dots and reductions were the fast ones, and its convolutions with their
+gradients 1.1-3.3x slower than Eigen's, layer by layer
+(`python -m benchmarks.conv_layers`). So the default keeps dots and reductions
+in YNNPACK and nothing else: the whole train step ran 1.1-1.6x faster than with
+XLA's own choice, 1.4-1.6x at batch 64 (`python -m benchmarks.torch_reference`,
+its "xla fusions" column). Other backends ignore this.
 """
 
 import jax
