@@ -37,6 +37,18 @@ PRESETS = {
         (16,),
         "VGG-16 w0.5 + BN, FC 1024",
     ),
+    "vgg11": (
+        "configs/vgg_mtl.py",
+        {"model.width": 1.0, "model.hidden": 1024},
+        (16,),
+        "VGG-11 w1 + BN, FC 1024",
+    ),
+    "vgg16": (
+        "configs/vgg_mtl.py",
+        {"model.name": "vgg16", "model.width": 1.0, "model.hidden": 1024},
+        (16,),
+        "VGG-16 w1 + BN, FC 1024",
+    ),
 }
 # (crop_frames T, n_mels F) of each --input; "issue" is issue 5's 1 x 128 mels
 # x 256 frames, our layout [B, 256, 128, 1].
@@ -107,14 +119,14 @@ def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
     }
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """The backend's float32 GEMM rate: a jitted [n, n] @ [n, n], median of runs.
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10, dtype="float32") -> float:
+    """The backend's GEMM rate: a jitted [n, n] @ [n, n] in `dtype`, median of runs.
 
     The reference "peak" of this run: achieved GFLOP/s of a train step are
     reported as a fraction of it, so both come from the same backend, threads
     and allocator.
     """
-    a = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.dtype(dtype))
     matmul = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
     jax.block_until_ready(matmul(a, a))
     times = []

@@ -44,6 +44,22 @@ BENCHMARKS = (
         ["--batch_sizes=8", "--steps=2", "--weightings=equal"],
     ),
     (
+        "train_step: AlexNet and VGG at the CPU-sized and full widths, float32 "
+        "and bfloat16",
+        "benchmarks.train_step",
+        [
+            "--models=synthetic,alexnet,vgg11_half,vgg16_half,vgg11,vgg16",
+            "--dtypes=float32,bfloat16",
+            "--steps=5",
+        ],
+        [
+            "--models=synthetic",
+            "--dtypes=float32,bfloat16",
+            "--model_batch_sizes=4",
+            "--steps=1",
+        ],
+    ),
+    (
         "weighting: every weighting method's step time, relative to equal",
         "benchmarks.weighting",
         ["--batch_size=32", "--steps=20"],

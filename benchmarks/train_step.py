@@ -1,13 +1,23 @@
-"""Train-step throughput of a config's model on random input (no data pipeline).
+"""Train-step throughput on random input (no data pipeline).
+
+Weighting methods on one config's model:
 
   .venv/bin/python -m benchmarks.train_step --config=configs/synthetic.py \
-      --batch_sizes=32,64 --steps=20
+      --batch_sizes=32,64 --steps=20 --weightings=equal,uncertainty,pcgrad
+
+Models and compute dtypes (`--models`, presets of benchmarks.common.PRESETS, each
+at its default batch sizes, weighting `equal`):
+
+  .venv/bin/python -m benchmarks.train_step --models=synthetic,alexnet,vgg11 \
+      --dtypes=float32,bfloat16 --steps=5
 
 Reports AOT compile time, median step time over `steps` timed steps after 3
 warm-up steps (block_until_ready each step), samples/s, XLA's FLOP estimate as
-achieved GFLOP/s and as a fraction of the float32 matmul rate measured at the
-start of the same run, and the compiled program's temp memory. Compare figures only
-within one run: this machine drifts 5-10% between runs.
+achieved GFLOP/s and as a fraction of the matmul rate (in the row's dtype)
+measured at the start of the same run, and the compiled program's temp memory.
+bfloat16 rows compute in bfloat16 with float32 parameters and optimizer
+(`model.dtype`). Compare figures only within one run: this machine drifts 5-10%
+between runs.
 """
 
 import jax
@@ -21,10 +31,27 @@ _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per setting.")
 _WEIGHTINGS = flags.DEFINE_string(
     "weightings", "equal,uncertainty", "Comma-separated weighting methods."
 )
+_MODELS = flags.DEFINE_string(
+    "models",
+    "",
+    f"Comma-separated presets of {list(common.PRESETS)}: the models x dtypes "
+    "table instead of the weightings one.",
+)
+_DTYPES = flags.DEFINE_string("dtypes", "float32", "With --models: compute dtypes.")
+_MODEL_BATCHES = flags.DEFINE_string(
+    "model_batch_sizes", "", "With --models: batches instead of each preset's own."
+)
 
 
-def main(argv):
-    del argv
+def _row(r, peak) -> str:
+    return (
+        f"| {r['compile_s']:.1f} | {r['step_ms']:.1f} | {r['samples_per_s']:.0f} "
+        f"| {r['gflop_per_s']:.1f} | {r['gflop_per_s'] / peak:.2f} "
+        f"| {r['temp_mib']:.0f} | {r['params']:,} |"
+    )
+
+
+def weightings_table():
     config = common.load_config(_CONFIG.value)
     peak = common.matmul_peak_gflops()
     print(
@@ -42,13 +69,47 @@ def main(argv):
         config.weighting.name = name
         for batch_size in [int(b) for b in _BATCHES.value.split(",")]:
             r = common.measure(config, batch_size, _STEPS.value)
-            print(
-                f"| {name} | {batch_size} | {r['compile_s']:.1f} | {r['step_ms']:.1f} "
-                f"| {r['samples_per_s']:.0f} | {r['gflop_per_s']:.1f} "
-                f"| {r['gflop_per_s'] / peak:.2f} "
-                f"| {r['temp_mib']:.0f} | {r['params']:,} |",
-                flush=True,
-            )
+            print(f"| {name} | {batch_size} " + _row(r, peak), flush=True)
+
+
+def models_table():
+    dtypes = _DTYPES.value.split(",")
+    peaks = {d: common.matmul_peak_gflops(dtype=d) for d in dtypes}
+    print(
+        f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
+        "weighting equal, adam, random input; matmul peak "
+        + ", ".join(f"{d} {p:.0f}" for d, p in peaks.items())
+        + " GFLOP/s"
+    )
+    print(
+        "| model | input [T, F] | dtype | batch | compile s | step ms | samples/s "
+        "| GFLOP/s | of peak | temp MiB | params |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for preset in _MODELS.value.split(","):
+        batches = common.PRESETS[preset][2]
+        if _MODEL_BATCHES.value:
+            batches = [int(b) for b in _MODEL_BATCHES.value.split(",")]
+        for dtype in dtypes:
+            config = common.make_config(preset)
+            config.model.dtype = dtype
+            config.weighting.name = "equal"
+            for batch_size in batches:
+                r = common.measure(config, batch_size, _STEPS.value)
+                print(
+                    f"| {preset} ({common.PRESETS[preset][3]}) "
+                    f"| {config.data.crop_frames} x {config.features.n_mels} "
+                    f"| {dtype} | {batch_size} " + _row(r, peaks[dtype]),
+                    flush=True,
+                )
+
+
+def main(argv):
+    del argv
+    if _MODELS.value:
+        models_table()
+    else:
+        weightings_table()
 
 
 if __name__ == "__main__":
