@@ -132,9 +132,6 @@ def get_config(arg=None):
     c.optim.weight_decay = 0.0  # adamw/sgd only; never on biases or loss weights.
     c.optim.momentum = 0.9  # sgd only.
     c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables it.
-    # adam/adamw: optax's arithmetic bit for bit in fewer memory passes
-    # (optim.fused_adam); False runs optax's chain itself.
-    c.optim.fused = True
 
     # The training loop.
     c.train = ml_collections.ConfigDict()

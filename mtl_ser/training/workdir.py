@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 
 # Config fields that may change between resumes without changing the run (the
 # library fusions change how XLA computes the same step, not what it computes).
-RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions", "optim.fused")
+RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions")
 
 
 class WorkdirError(RuntimeError):
