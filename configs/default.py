@@ -78,6 +78,13 @@ def get_config(arg=None):
     c.data.noise_prob = 0.0  # 0: off.
     c.data.noise_snr_db = (5.0, 20.0)
     c.data.bad_audio = "exclude"  # Unusable files: "exclude" (excluded.tsv) or "fail".
+    # Training crops' log-mels made in the jitted train step, from a cache of the
+    # waveforms (features.crop_features_jnp), instead of read from the log-mel
+    # cache: the same crops, within 0.01 dB. Evaluation, the normalisation
+    # statistics and prediction keep the log-mel cache. Speed factors get
+    # waveform copies, noise is real white noise on the samples, SpecAugment
+    # runs in the step (from the step's key, not the example's generator).
+    c.data.features_on_device = False
 
     # Tasks: the first is the main one (utterances without its label are dropped;
     # other missing labels are masked out of their task's loss).

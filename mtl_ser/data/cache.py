@@ -9,6 +9,13 @@ store of its own, keyed also by its factor. Files whose audio cannot be used
 (`audio.AudioError`) are left out of the store and listed with their reasons in
 `index.json`, so that a cache hit reports the same exclusions as the build did.
 
+A waveform store (data.features_on_device: training computes its log-mels on
+device) is a store of its own too, keyed also by its kind, with the same files
+left out: `features.npy` holds the concatenated waveforms ([sum N] float32)
+whose log-mels the log-mel store holds, and `index.json` also each utterance's
+maximum and minimum log-mel (`peak_db`, `floor_db`), which on-device crops need
+for top_db clipping and padding.
+
 The folder is built under a temporary name and renamed into place, so an
 interrupted build is never read as complete. The temporary name carries the
 builder's host and pid: a build removes those left by dead processes of its host
@@ -32,11 +39,21 @@ from mtl_ser.data.corpora.base import Utterance
 # What build_cache does with an unusable file (config field data.bad_audio).
 BAD_AUDIO_POLICIES = ("exclude", "fail")
 
+# What a store holds per utterance: its log-mel [T, n_mels], or its waveform [N]
+# (the decoded, resampled, trimmed samples the log-mel is computed from).
+LOG_MEL, WAVEFORM = "log_mel", "waveform"
+STORE_KINDS = (LOG_MEL, WAVEFORM)
+
 _HOST = socket.gethostname()
 
 
 class FeatureStore:
-    """Random access to cached log-mels by row; picklable (for Grain workers)."""
+    """Random access to cached log-mels (or waveforms) by row; picklable.
+
+    Attributes of a waveform store (`kind` WAVEFORM) besides the rows: `peak_db`
+    and `floor_db`, [N] float32 maximum and minimum of each row's log-mel;
+    `params`, the feature settings the store was built with.
+    """
 
     def __init__(self, directory: str):
         self.directory = directory
@@ -49,7 +66,11 @@ class FeatureStore:
         # (uid, path, reason) of each file left out, in corpus order; caches
         # written before exclusions existed had none.
         self.excluded = tuple(tuple(e) for e in index.get("excluded", ()))
-        self.speed = float(index["features"].get("speed", 1.0))
+        self.params = dict(index["features"])
+        self.speed = float(self.params.get("speed", 1.0))
+        self.kind = self.params.get("store", LOG_MEL)
+        self.peak_db = np.asarray(index.get("peak_db", ()), np.float32)
+        self.floor_db = np.asarray(index.get("floor_db", ()), np.float32)
         self._frames = None
 
     @property
@@ -63,7 +84,7 @@ class FeatureStore:
         return {**self.__dict__, "_frames": None}
 
     def get(self, row: int) -> np.ndarray:
-        """The log-mel of one utterance: [T, n_mels] float32."""
+        """One utterance's log-mel [T, n_mels] (or waveform [N]), float32."""
         start = self.offsets[row]
         return self.frames[start : start + self.lengths[row]]
 
@@ -74,15 +95,18 @@ def feature_params(cfg) -> dict:
     return {k: cfg[k] for k in keys + ("top_db", "trim_top_db")}
 
 
-def store_params(cfg, speed: float = 1.0) -> dict:
-    """feature_params, plus the speed factor of a perturbed copy.
+def store_params(cfg, speed: float = 1.0, kind: str = LOG_MEL) -> dict:
+    """feature_params, plus the speed factor of a perturbed copy and the kind.
 
-    The factor is left out at 1.0, so that the original features keep the key
-    they had before speed perturbation existed.
+    The factor is left out at 1.0 and the kind for log-mels, so that the
+    original features keep the key they had before speed perturbation and
+    waveform stores existed.
     """
     params = feature_params(cfg)
     if speed != 1.0:
         params["speed"] = float(speed)
+    if kind != LOG_MEL:
+        params["store"] = kind
     return params
 
 
@@ -107,10 +131,27 @@ def utterance_features(path: str, cfg, speed: float = 1.0) -> np.ndarray:
     Raises:
       audio.AudioError: the file cannot be used; the message names it.
     """
+    return waveform_features(_decode(path, cfg, speed), cfg, name=path)
+
+
+def utterance_waveform(path: str, cfg, speed: float = 1.0) -> tuple:
+    """The trimmed waveform whose log-mel utterance_features returns, and that.
+
+    Returns:
+      ([N] float32 samples, [T, n_mels] float32 log-mel), T the frames of N.
+
+    Raises:
+      audio.AudioError: as utterance_features.
+    """
+    return _trimmed_features(_decode(path, cfg, speed), cfg, name=path)
+
+
+def _decode(path: str, cfg, speed: float) -> np.ndarray:
+    """The file's samples at cfg.sample_rate, played `speed` times faster."""
     wave = audio.load_audio(path, cfg.sample_rate)
     if speed != 1.0:
         wave = augment.speed_perturb(wave, speed, cfg.sample_rate, name=path)
-    return waveform_features(wave, cfg, name=path)
+    return wave
 
 
 def waveform_features(wave: np.ndarray, cfg, *, name: str) -> np.ndarray:
@@ -125,6 +166,11 @@ def waveform_features(wave: np.ndarray, cfg, *, name: str) -> np.ndarray:
     Raises:
       audio.AudioError: the features are not finite; the message names `name`.
     """
+    return _trimmed_features(wave, cfg, name=name)[1]
+
+
+def _trimmed_features(wave: np.ndarray, cfg, *, name: str) -> tuple:
+    """(trimmed waveform, its log-mel); see waveform_features."""
     with np.errstate(over="ignore", invalid="ignore"):  # Reported below.
         wave = audio.trim_silence(wave, cfg.trim_top_db, cfg.n_fft, cfg.hop_length)
         mel = features.log_mel(
@@ -143,7 +189,7 @@ def waveform_features(wave: np.ndarray, cfg, *, name: str) -> np.ndarray:
         raise audio.AudioError(
             f"{name}: non-finite log-mel features (peak |sample| {peak:.3g})"
         )
-    return mel
+    return wave, mel
 
 
 def build_cache(
@@ -153,6 +199,7 @@ def build_cache(
     bad_audio="exclude",
     verbose=True,
     speed: float = 1.0,
+    kind: str = LOG_MEL,
 ) -> FeatureStore:
     """Returns the feature store for these utterances, computing it if needed.
 
@@ -166,6 +213,9 @@ def build_cache(
       verbose: print one line when building.
       speed: the speed factor of a perturbed copy (see utterance_features);
         1.0 is the original corpus.
+      kind: LOG_MEL, or WAVEFORM for the trimmed waveforms the log-mels are
+        computed from (utterance_waveform), with their peak and floor dB; the
+        same files are excluded from both.
 
     Returns:
       A FeatureStore with one row per usable utterance, in their order.
@@ -182,15 +232,25 @@ def build_cache(
         raise ValueError("build_cache: no utterances to compute features of")
     if not speed > 0:
         raise ValueError(f"build_cache: speed factor {speed}: must be > 0")
+    if kind not in STORE_KINDS:
+        raise ValueError(f"build_cache: kind={kind!r}: choose one of {STORE_KINDS}")
     key = features.feature_config_key(
         {
-            "features": store_params(cfg, speed),
+            "features": store_params(cfg, speed, kind),
             "corpus": _corpus_fingerprint(utterances),
         }
     )
     final = os.path.join(cfg.cache_dir, key)
     if not os.path.exists(os.path.join(final, "index.json")):
-        _build(utterances, cfg, final, speed, fail=bad_audio == "fail", verbose=verbose)
+        _build(
+            utterances,
+            cfg,
+            final,
+            speed,
+            kind,
+            fail=bad_audio == "fail",
+            verbose=verbose,
+        )
     store = FeatureStore(final)
     if bad_audio == "fail" and store.excluded:
         _, path, reason = store.excluded[0]
@@ -201,17 +261,20 @@ def build_cache(
     return store
 
 
-def _build(utterances, cfg, final: str, speed: float, *, fail: bool, verbose: bool):
+def _build(
+    utterances, cfg, final: str, speed: float, kind: str, *, fail: bool, verbose: bool
+):
     """Computes the store into a temporary folder, then renames it to `final`."""
     os.makedirs(cfg.cache_dir, exist_ok=True)
     _remove_dead_builds(cfg.cache_dir)
     if verbose:
         at = f" at speed {speed:g}" if speed != 1.0 else ""
+        what = "log-mels" if kind == LOG_MEL else "waveforms"
         print(
-            f"Computing log-mels of {len(utterances)} files{at} into {final}",
+            f"Computing {what} of {len(utterances)} files{at} into {final}",
             flush=True,
         )
-    mels, uids, excluded = _compute(utterances, cfg, speed, fail=fail)
+    mels, uids, stats, excluded = _compute(utterances, cfg, speed, kind, fail=fail)
     lengths = [len(m) for m in mels]
     key = os.path.basename(final)
     tmp = tempfile.mkdtemp(prefix=f".{key}-{_HOST}-{os.getpid()}-", dir=cfg.cache_dir)
@@ -222,7 +285,8 @@ def _build(utterances, cfg, final: str, speed: float, *, fail: bool, verbose: bo
             "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist(),
             "lengths": lengths,
             "excluded": excluded,
-            "features": store_params(cfg, speed),
+            "features": store_params(cfg, speed, kind),
+            **stats,
         }
         with open(os.path.join(tmp, "index.json"), "w") as f:
             json.dump(index, f)
@@ -235,29 +299,43 @@ def _build(utterances, cfg, final: str, speed: float, *, fail: bool, verbose: bo
         shutil.rmtree(tmp, ignore_errors=True)
     if verbose:
         left_out = f"; {len(excluded)} unusable files left out" if excluded else ""
-        print(f"Cached {sum(lengths)} frames{left_out}", file=sys.stdout, flush=True)
+        unit = "frames" if kind == LOG_MEL else "samples"
+        print(f"Cached {sum(lengths)} {unit}{left_out}", file=sys.stdout, flush=True)
 
 
-def _compute(utterances, cfg, speed: float, *, fail: bool):
-    """(log-mels, uids) of the usable files and [uid, path, reason] of the rest."""
-    mels, uids, excluded = [], [], []
+def _compute(utterances, cfg, speed: float, kind: str, *, fail: bool):
+    """The usable files' rows and uids, per-row stats, and the rest's reasons.
+
+    Returns:
+      (arrays, uids, stats, excluded): stats maps index.json keys to one value
+      per row (waveform stores: peak_db and floor_db; log-mels: none), and
+      excluded lists [uid, path, reason].
+    """
+    rows, uids, excluded = [], [], []
+    stats = {} if kind == LOG_MEL else {"peak_db": [], "floor_db": []}
     # The original's call stays utterance_features(path, cfg), as wrappers expect.
     extra = {} if speed == 1.0 else {"speed": speed}
     for u in utterances:
         try:
-            mels.append(utterance_features(u.path, cfg, **extra))
+            if kind == LOG_MEL:
+                rows.append(utterance_features(u.path, cfg, **extra))
+            else:
+                wave, mel = utterance_waveform(u.path, cfg, **extra)
+                rows.append(wave)
+                stats["peak_db"].append(float(mel.max()))
+                stats["floor_db"].append(float(mel.min()))
             uids.append(u.uid)
         except audio.AudioError as e:
             if fail:
                 raise
             excluded.append([u.uid, u.path, _reason(e, u.path)])
-    if not mels:
+    if not rows:
         _, path, reason = excluded[0]
         raise audio.AudioError(
             f"none of the {len(utterances)} audio files is usable; "
             f"the first: {path}: {reason}"
         )
-    return mels, uids, excluded
+    return rows, uids, stats, excluded
 
 
 def _reason(error: audio.AudioError, path: str) -> str:

@@ -4,6 +4,13 @@
 features can be computed on device from raw waveforms. Both use ref=1.0 in the
 dB conversion rather than the per-utterance maximum: absolute loudness is kept
 because it carries emotion (anger is loud, sadness quiet).
+
+Training crops on device (data.features_on_device): a crop of T frames of an
+utterance's log-mel is computed from the `crop_samples` of its waveform, which
+already hold librosa's centring zeros, by `crop_features_jnp` (framing without
+centring, top_db relative to the whole utterance's peak, padding frames past
+its end as the host pipeline does, normalisation), and `spec_augment_jnp` masks
+it as pipeline.SpecAugment masks host crops.
 """
 
 import functools
@@ -18,6 +25,22 @@ import numpy as np
 
 # Floor on power before the log, as librosa's power_to_db(amin=...): -100 dB.
 _AMIN = 1e-10
+
+# The `features` config fields that are log_mel's keyword arguments.
+LOG_MEL_KEYS = (
+    "sample_rate",
+    "n_fft",
+    "hop_length",
+    "n_mels",
+    "fmin",
+    "fmax",
+    "top_db",
+)
+
+
+def log_mel_settings(cfg: Mapping[str, Any]) -> dict:
+    """log_mel's (and the jnp twins') keyword arguments from the `features` config."""
+    return {key: cfg[key] for key in LOG_MEL_KEYS}
 
 
 def log_mel(
@@ -102,16 +125,149 @@ def log_mel_jnp(
     """
     if waves.ndim != 2:
         raise ValueError(f"waves must be [B, N], got shape {waves.shape}")
-    fmax = sample_rate / 2 if fmax is None else fmax
-    mel_basis = _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax)
-    window = librosa.filters.get_window("hann", n_fft, fftbins=True)
-    frames = _frame(waves.astype(jnp.float32), n_fft, hop_length)
-    spectrum = jnp.fft.rfft(frames * window.astype(np.float32), axis=-1)
-    power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
-    # HIGHEST: accelerators otherwise multiply float32 in reduced precision
-    # (TF32/bf16), which alone costs more than the 1e-2 dB we promise.
-    mel = jnp.matmul(power, mel_basis.T, precision=jax.lax.Precision.HIGHEST)
+    frames = _frame(waves.astype(jnp.float32), n_fft, hop_length, center=True)
+    mel = _mel_power(frames, sample_rate, n_fft, n_mels, fmin, fmax)
     return _power_to_db(mel, top_db)
+
+
+def num_frames(num_samples: int, n_fft: int, hop_length: int) -> int:
+    """Frames `log_mel` gives a waveform of `num_samples` (librosa, center=True)."""
+    return 1 + (num_samples + 2 * (n_fft // 2) - n_fft) // hop_length
+
+
+def crop_num_samples(crop: int, n_fft: int, hop_length: int) -> int:
+    """Samples that `crop` consecutive frames cover: (crop - 1) * hop + n_fft."""
+    return (crop - 1) * hop_length + n_fft
+
+
+def crop_samples(
+    wave: np.ndarray, start: int, crop: int, n_fft: int, hop_length: int
+) -> np.ndarray:
+    """The samples under frames [start, start + crop) of `log_mel(wave)`: [S].
+
+    With librosa's centring, frame j covers samples [j * hop, j * hop + n_fft)
+    of `padded` = n_fft // 2 zeros + wave + n_fft // 2 zeros, so the crop is
+    padded[start * hop : (start + crop - 1) * hop + n_fft], zero-extended past
+    the end (frames beyond the utterance's last one: see crop_features_jnp).
+    Only the crop's own samples are read (`wave` may be memory-mapped).
+
+    Args:
+        wave: [N] waveform (the trimmed one `log_mel` was given).
+        start: first frame of the crop (>= 0).
+        crop: frames in the crop.
+        n_fft, hop_length: as `log_mel`.
+
+    Returns:
+        float32 array [S] with S = crop_num_samples(crop, n_fft, hop_length).
+    """
+    size = crop_num_samples(crop, n_fft, hop_length)
+    first = start * hop_length - n_fft // 2  # Index in `wave` of the crop's start.
+    lo, hi = max(first, 0), min(first + size, len(wave))
+    out = np.zeros(size, np.float32)
+    if hi > lo:
+        out[lo - first : hi - first] = wave[lo:hi]
+    return out
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "sample_rate",
+        "n_fft",
+        "hop_length",
+        "n_mels",
+        "fmin",
+        "fmax",
+        "top_db",
+    ),
+)
+def crop_features_jnp(
+    audio: jax.Array,
+    peak_db: jax.Array,
+    mean: jax.Array,
+    std: jax.Array,
+    frames: Optional[jax.Array] = None,
+    floor_db: Optional[jax.Array] = None,
+    *,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: Optional[float],
+    top_db: Optional[float],
+) -> jax.Array:
+    """Normalised log-mels of training crops, as the host pipeline makes them.
+
+    The twin of cutting frames [start, start + T) out of an utterance's cached
+    `log_mel` and normalising them (pipeline.RandomCrop): the crops' samples
+    (`crop_samples`) are framed without centring (they hold it), top_db clips
+    relative to the utterance's peak rather than the crop's, and the frames
+    past the utterance's end take its minimum, as the host pads them.
+
+    Args:
+        audio: float32 [B, S] crop samples (`crop_samples`); T = 1 + (S - n_fft)
+            // hop_length frames.
+        peak_db: [B] each utterance's maximum log-mel (dB). The clipping
+            reference is the larger of it and the crop's own maximum, so that
+            a crop made louder (noise) is not clipped against a quieter peak.
+        mean, std: [n_mels] the training split's band statistics.
+        frames: [B] int, the crop's frames inside the utterance (the rest are
+            padding), or None when every frame is.
+        floor_db: [B] each utterance's minimum log-mel (dB), the padding's
+            value; needed with `frames`.
+        sample_rate, n_fft, hop_length, n_mels, fmin, fmax, top_db: as `log_mel`.
+
+    Returns:
+        float32 array [B, T, n_mels, 1] of (log-mel - mean) / std.
+    """
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [B, S], got shape {audio.shape}")
+    framed = _frame(audio.astype(jnp.float32), n_fft, hop_length, center=False)
+    mel = _mel_power(framed, sample_rate, n_fft, n_mels, fmin, fmax)  # [B, T, F]
+    db = _power_to_db(mel, top_db, peak_db=peak_db)
+    if frames is not None:
+        inside = jnp.arange(db.shape[1])[None, :] < frames[:, None]  # [B, T]
+        db = jnp.where(inside[..., None], db, floor_db[:, None, None])
+    x = (db - mean) / std
+    return x[..., None].astype(jnp.float32)  # [B, T, F, 1]
+
+
+def spec_augment_jnp(
+    x: jax.Array,
+    rng: jax.Array,
+    *,
+    time_masks: int,
+    time_width: int,
+    freq_masks: int,
+    freq_width: int,
+) -> jax.Array:
+    """pipeline.SpecAugment on device: masks of a batch x [B, T, F, ...] set to 0.
+
+    Each example gets `time_masks` stripes of w consecutive frames, w uniform
+    in [0, min(time_width, T)] and its start uniform among the w-wide windows
+    that fit, and likewise `freq_masks` stripes of mel bands: the distribution
+    of the host's masks, drawn from `rng` rather than the example's generator.
+    """
+    keys = jax.random.split(rng, 2)
+    masked = jnp.zeros(x.shape[:3], bool)  # [B, T, F]
+    for axis, count, width, key in (
+        (1, time_masks, time_width, keys[0]),
+        (2, freq_masks, freq_width, keys[1]),
+    ):
+        if count == 0:
+            continue
+        size = x.shape[axis]
+        w_key, start_key = jax.random.split(key)
+        shape = (x.shape[0], count)
+        w = jax.random.randint(w_key, shape, 0, min(width, size) + 1)
+        start = jax.random.randint(start_key, shape, 0, size - w + 1)
+        index = jnp.arange(size)[None, None, :]
+        stripe = (index >= start[..., None]) & (index < (start + w)[..., None])
+        stripe = jnp.any(stripe, axis=1)  # [B, size]
+        masked = masked | jnp.expand_dims(stripe, 3 - axis)
+    masked = masked.reshape(masked.shape + (1,) * (x.ndim - 3))
+    return jnp.where(masked, jnp.zeros((), x.dtype), x)
 
 
 def feature_config_key(cfg: Mapping[str, Any]) -> str:
@@ -147,25 +303,49 @@ def _mel_basis(
     return basis
 
 
-def _frame(waves: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
-    """Zero-pads n_fft // 2 on each side and cuts [B, T, n_fft] frames.
+def _frame(waves: jax.Array, n_fft: int, hop_length: int, *, center: bool) -> jax.Array:
+    """Cuts [B, T, n_fft] frames, hop_length apart, from [B, N] waveforms.
 
-    This is librosa's center=True, pad_mode="constant" framing. The gather
-    indices are a host constant since all shapes are static under jit.
+    With `center`, first zero-pads n_fft // 2 on each side: librosa's
+    center=True, pad_mode="constant" framing. The gather indices are a host
+    constant since all shapes are static under jit.
     """
-    pad = n_fft // 2
-    padded = jnp.pad(waves, ((0, 0), (pad, pad)))
-    num_frames = 1 + (padded.shape[1] - n_fft) // hop_length
+    if center:
+        pad = n_fft // 2
+        waves = jnp.pad(waves, ((0, 0), (pad, pad)))
+    num_frames = 1 + (waves.shape[1] - n_fft) // hop_length
     starts = hop_length * np.arange(num_frames)
     index = starts[:, None] + np.arange(n_fft)[None, :]
-    return padded[:, index]
+    return waves[:, index]
 
 
-def _power_to_db(power: jax.Array, top_db: Optional[float]) -> jax.Array:
+def _mel_power(
+    frames: jax.Array,
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float,
+    fmax: Optional[float],
+) -> jax.Array:
+    """Mel power [B, T, n_mels] of frames [B, T, n_fft] (Hann window, rFFT)."""
+    fmax = sample_rate / 2 if fmax is None else fmax
+    mel_basis = _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax)
+    window = librosa.filters.get_window("hann", n_fft, fftbins=True)
+    spectrum = jnp.fft.rfft(frames * window.astype(np.float32), axis=-1)
+    power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+    # HIGHEST: accelerators otherwise multiply float32 in reduced precision
+    # (TF32/bf16), which alone costs more than the 1e-2 dB we promise.
+    return jnp.matmul(power, mel_basis.T, precision=jax.lax.Precision.HIGHEST)
+
+
+def _power_to_db(
+    power: jax.Array, top_db: Optional[float], peak_db: Optional[jax.Array] = None
+) -> jax.Array:
     """librosa.power_to_db with ref=1.0 on [B, T, n_mels], clipping per utterance.
 
     Clipping is relative to each utterance's own maximum so that a batch's
-    loudest clip does not flatten the quiet ones.
+    loudest clip does not flatten the quiet ones; for crops, to the larger of
+    `peak_db` [B] (the whole utterance's maximum) and the crop's own.
     """
     db = 10.0 * jnp.log10(jnp.maximum(power, _AMIN))
     if top_db is None:
@@ -173,6 +353,8 @@ def _power_to_db(power: jax.Array, top_db: Optional[float]) -> jax.Array:
     if top_db < 0:
         raise ValueError(f"top_db must be non-negative, got {top_db}")
     peak = jnp.max(db, axis=(1, 2), keepdims=True)
+    if peak_db is not None:
+        peak = jnp.maximum(peak, jnp.reshape(peak_db, (-1, 1, 1)))
     return jnp.maximum(db, peak - top_db)
 
 

@@ -8,6 +8,15 @@ Augmentation happens to training examples only: speed-perturbed copies of the
 corpus (data.speed_factors, cached like the original), white noise on the crop
 (data.noise_prob; see data/augment) and SpecAugment masks. Evaluation and the
 normalisation statistics use the original features alone.
+
+With data.features_on_device the training split carries waveform stores
+(`SplitData.waveforms`) and a training batch carries, instead of `x`, what the
+train step makes the same crops' log-mels from (features.crop_features_jnp):
+`audio` [B, S] float32, the samples under the crop's T frames
+(features.crop_samples), `peak_db` and `floor_db` [B] float32, the utterance's
+maximum and minimum log-mel, and `frames` [B] int32, the crop's frames inside
+the utterance. The draws are the log-mel path's, so the crops are too; noise is
+white noise added to the samples, and SpecAugment runs in the step.
 """
 
 import collections
@@ -21,7 +30,7 @@ import numpy as np
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import augment as augment_lib
-from mtl_ser.data import cache, corpora, splits
+from mtl_ser.data import cache, corpora, features, splits
 from mtl_ser.errors import ConfigError
 
 
@@ -54,6 +63,10 @@ class SplitData:
       labels, masks: task name -> [N] arrays (see tasks.encode_labels).
       speed_copies: SpeedCopy of each speed factor; training draws from them
         and the original (the train split only; empty when off).
+      waveforms: with data.features_on_device (the train split only), the
+        SpeedCopy of each waveform store: the original (factor 1.0), then one
+        per speed factor; training examples then carry audio (the module's
+        docstring), and speed_copies is empty. Empty when off.
     """
 
     store: cache.FeatureStore
@@ -63,6 +76,7 @@ class SplitData:
     labels: dict
     masks: dict
     speed_copies: tuple = ()
+    waveforms: tuple = ()
 
     def __len__(self):
         return len(self.rows)
@@ -97,6 +111,8 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
     or stop the build when `config.data.bad_audio` is "fail". With
     `config.data.speed_factors`, the train split also gets its speed copies
     (`SplitData.speed_copies`); the statistics come from the original alone.
+    With `config.data.features_on_device`, it gets its waveform stores instead
+    (`SplitData.waveforms`, with the speed factors' own).
 
     Args:
       config: the full config (reads corpus, split, features, data).
@@ -147,7 +163,10 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
     mean, std = band_statistics(split_data["train"])
     if not config.data.normalize:
         mean, std = np.zeros_like(mean), np.ones_like(std)
-    if config.data.speed_factors:
+    if config.data.features_on_device:  # Log-mels of training crops on device.
+        waves = waveform_copies(kept, split_data["train"], config, verbose=verbose)
+        split_data["train"] = dataclasses.replace(split_data["train"], waveforms=waves)
+    elif config.data.speed_factors:
         copies = speed_copies(kept, split_data["train"], config, verbose=verbose)
         split_data["train"] = dataclasses.replace(
             split_data["train"], speed_copies=copies
@@ -174,14 +193,37 @@ def speed_copies(utterances, split: SplitData, config, *, verbose=True) -> tuple
     so cross-validation folds share it; it is built as the original is, unusable
     files excluded (or failing) alike.
     """
+    factors = config.data.speed_factors
+    return _copies(utterances, split, config, factors, cache.LOG_MEL, verbose)
+
+
+def waveform_copies(utterances, split: SplitData, config, *, verbose=True) -> tuple:
+    """SplitData.waveforms of `split`: the original's, then each speed factor's.
+
+    Built as speed_copies are (the whole corpus, the same exclusions). The
+    original's holds every utterance of the log-mel store, which it mirrors.
+    """
+    factors = (1.0, *config.data.speed_factors)
+    copies = _copies(utterances, split, config, factors, cache.WAVEFORM, verbose)
+    if np.any(copies[0].rows < 0):
+        raise ValueError(
+            f"waveform store {copies[0].store.directory} lacks utterances of the "
+            "log-mel store; delete it to rebuild it"
+        )
+    return copies
+
+
+def _copies(utterances, split, config, factors, kind, verbose) -> tuple:
+    """The SpeedCopy of `split` in a store of `kind` for each factor."""
     copies = []
-    for factor in config.data.speed_factors:
+    for factor in factors:
         store = cache.build_cache(
             utterances,
             config.features,
             bad_audio=config.data.bad_audio,
             verbose=verbose,
             speed=float(factor),
+            kind=kind,
         )
         rows = np.array([store.row_of.get(uid, -1) for uid in split.uids], np.int64)
         missing = int(np.sum(rows < 0))
@@ -325,11 +367,14 @@ class _Example:
     def normalised(self, i: int, window: np.ndarray) -> dict:
         """The example of utterance i with log-mel `window` [T, F] (in dB)."""
         x = (window - self.mean) / self.std
+        return {"x": x[..., None].astype(np.float32), **self.labelled(i)}  # [T, F, 1]
+
+    def labelled(self, i: int) -> dict:
+        """Utterance i's labels, masks and index: an example without inputs."""
         labels = {k: v[i] for k, v in self.split.labels.items()}
         for name, (mean, std) in self.targets.items():
             labels[name] = np.float32((labels[name] - mean) / std)
         return {
-            "x": x[..., None].astype(np.float32),  # [T, F, 1]
             "labels": labels,
             "masks": {k: v[i] for k, v in self.split.masks.items()},
             "utt": np.int32(i),
@@ -379,7 +424,10 @@ class RandomCrop(_Example, grain.transforms.RandomMap):
     random crop of `crop` frames (with `fixed`, the centre crop), the optional
     `noise` on the crop's dB, and after normalisation the optional `augment`.
     An augmentation that is off draws nothing, so that without speed copies
-    the crops are those of a pipeline without them."""
+    the crops are those of a pipeline without them.
+
+    A split with `waveforms` gives audio examples (`audio_example`) of the
+    same draws; `augment` then runs in the train step and must be None."""
 
     def __init__(
         self,
@@ -391,9 +439,16 @@ class RandomCrop(_Example, grain.transforms.RandomMap):
         noise: "augment_lib.MelNoise | None" = None,
     ):
         super().__init__(split, data, crop)
+        if split.waveforms and augment is not None:
+            raise ValueError(
+                "SpecAugment of audio crops runs in the train step "
+                "(features.spec_augment_jnp): pass augment=None"
+            )
         self.augment, self.fixed, self.noise = augment, fixed, noise
 
     def random_map(self, i, rng: np.random.Generator):
+        if self.split.waveforms:
+            return self.audio_example(i, rng)
         mel = self.speed_copy(i, rng)  # Before the crop: lengths differ.
         length = len(mel)
         start = int(rng.integers(0, max(length - self.crop, 0) + 1))
@@ -420,6 +475,65 @@ class RandomCrop(_Example, grain.transforms.RandomMap):
         if k == 0 or copies[k - 1].rows[i] < 0:
             return original
         return copies[k - 1].store.get(copies[k - 1].rows[i])
+
+    def audio_example(self, i: int, rng: np.random.Generator) -> dict:
+        """Utterance i's example with the samples of its crop instead of `x`.
+
+        Draws what random_map draws, in its order: the speed (as speed_copy),
+        the crop start from the log-mel's frame count, the noise (real white
+        noise on the samples, `_add_white_noise`); so the crop's frames are
+        those the log-mel path cuts for the same generator.
+        """
+        copies = self.split.waveforms
+        copy = copies[0]
+        if len(copies) > 1:  # The draw speed_copy makes; 0: the original.
+            k = int(rng.integers(0, len(copies)))
+            copy = copies[k] if copies[k].rows[i] >= 0 else copies[0]
+        row, store = copy.rows[i], copy.store
+        wave = store.get(row)
+        n_fft, hop = store.params["n_fft"], store.params["hop_length"]
+        length = features.num_frames(len(wave), n_fft, hop)
+        start = int(rng.integers(0, max(length - self.crop, 0) + 1))
+        if self.fixed:  # As random_map: the draw above still happens.
+            start = centre_start(length, self.crop)
+        samples = features.crop_samples(wave, start, self.crop, n_fft, hop)
+        if self.noise is not None:
+            first = start * hop - n_fft // 2  # The crop's first sample in `wave`.
+            real = slice(max(-first, 0), max(min(len(wave) - first, len(samples)), 0))
+            samples = _add_white_noise(samples, real, self.noise, rng)
+        return {
+            "audio": samples,  # [S]
+            "peak_db": store.peak_db[row],
+            "floor_db": store.floor_db[row],
+            "frames": np.int32(min(length - start, self.crop)),
+            **self.labelled(i),
+        }
+
+
+def _add_white_noise(
+    samples: np.ndarray,
+    real: slice,
+    noise: augment_lib.MelNoise,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Crop samples plus white noise, drawn as MelNoise draws it, but real.
+
+    With probability noise.prob, Gaussian white noise at an SNR drawn uniformly
+    from noise.snr_db, relative to the mean power of the waveform's samples in
+    the crop (`real`); the centring and end padding zeros stay zero, as noise
+    added to the waveform before the STFT would leave them. The truth that
+    MelNoise approximates in the mel domain, where the signal's power is that
+    of the crop's mel range (50 Hz to fmax by default) rather than all of it.
+    """
+    if rng.random() >= noise.prob:
+        return samples
+    snr = rng.uniform(*noise.snr_db)
+    signal = samples[real]
+    power = np.mean(np.square(signal, dtype=np.float64)) if signal.size else 0.0
+    scale = np.sqrt(power * 10.0 ** (-snr / 10.0))
+    out = samples.copy()
+    out[real] += (scale * rng.standard_normal(signal.size)).astype(np.float32)
+    return out
 
 
 class EvalWindow(_Example, grain.transforms.Map):

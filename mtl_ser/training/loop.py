@@ -7,11 +7,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from tqdm import tqdm
 
 from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, normalisation, pipeline
+from mtl_ser.data import augment, features, normalisation, pipeline
 from mtl_ser.outputs import analysis
 from mtl_ser.training import (
     checkpointing,
@@ -39,12 +40,16 @@ class Steps(NamedTuple):
     eval_fn: Any  # (state, x) -> {task: predictions}, replicated.
 
 
-def build_steps(config, tasks, mesh, *, steps_per_epoch: int = 1, method=None) -> Steps:
+def build_steps(
+    config, tasks, mesh, *, steps_per_epoch: int = 1, method=None, stats=None
+) -> Steps:
     """Builds the model, weighting, optimizer, sharded state and jitted steps.
 
     Used by training and by the benchmarks, so both time the same step.
     `steps_per_epoch` serves the weighting methods defined per epoch (DWA,
     GradNorm); `method` replaces the configured weighting (benchmarks).
+    `stats`, the training split's band (mean, std), lets the train step make
+    the log-mels of audio batches (data.features_on_device).
     """
     c = config
     model = models.make_model(
@@ -86,6 +91,7 @@ def build_steps(config, tasks, mesh, *, steps_per_epoch: int = 1, method=None) -
             per_task_grads=c.weighting.per_task_grads,
             skip_nonfinite=c.train.on_nonfinite == "skip",
             nan_at=_nan_at(c.train, tasks),
+            inputs_fn=_device_inputs(c, stats),
         ),
         in_shardings=(state_sharding, batch_sh),
         out_shardings=(state_sharding, repl),
@@ -108,6 +114,19 @@ def _nan_at(train_cfg, tasks):
     names = [t.name for t in tasks]
     task = train_cfg.nan_task or names[0]
     return (int(train_cfg.nan_step), names.index(task))
+
+
+def _device_inputs(config, stats):
+    """train_step's inputs_fn (data.features_on_device with `stats`), or None."""
+    if not config.data.features_on_device or stats is None:
+        return None
+    return functools.partial(
+        step_lib.device_inputs,
+        features=features.log_mel_settings(config.features),
+        mean=np.asarray(stats[0], np.float32),
+        std=np.asarray(stats[1], np.float32),
+        augment=_spec_augment(config.data),
+    )
 
 
 def _spec_augment(data_cfg):
@@ -136,7 +155,11 @@ class Experiment:
             -len(self.data.splits["train"].rows) // c.data.batch_size
         )
         steps = build_steps(
-            c, self.tasks, self.mesh, steps_per_epoch=self.steps_per_epoch
+            c,
+            self.tasks,
+            self.mesh,
+            steps_per_epoch=self.steps_per_epoch,
+            stats=(self.data.mean, self.data.std),
         )
         self.model, self.state, self.train_fn, self.eval_fn = (
             steps.model,
@@ -156,7 +179,8 @@ class Experiment:
                 seed=c.seed,
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
-                augment=_spec_augment(c.data),
+                # On device, SpecAugment runs in the train step.
+                augment=None if c.data.features_on_device else _spec_augment(c.data),
                 fixed=c.data.inputs == "fixed",
                 noise=augment.make_noise(c.data, c.features),
             )

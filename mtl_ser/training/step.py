@@ -1,11 +1,14 @@
 """The jitted train and eval steps (pure, module level; bound with partial)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from mtl_ser import models
 from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import features as features_lib
 
 
 def _apply(model, state, params, x, *, train, rng=None):
@@ -72,6 +75,48 @@ def _gradient_stats(gram, tasks):
 def _method_rng(rng):
     """The weighting method's key, independent of the dropout key `rng`."""
     return jax.random.fold_in(rng, 1)
+
+
+def _augment_rng(rng):
+    """The on-device SpecAugment's key, independent of the dropout key `rng`."""
+    return jax.random.fold_in(rng, 2)
+
+
+def device_inputs(batch, rng, *, features, mean, std, augment=None):
+    """The model input [B, T, F, 1] of an audio batch: its log-mels, on device.
+
+    What the host pipeline makes of the same crops (pipeline.RandomCrop):
+    log-mels (features.crop_features_jnp), normalised, then SpecAugment.
+
+    Args:
+      batch: {"audio": [B, S], "peak_db", "floor_db": [B], "frames": [B], ...}
+        (the pipeline's audio examples).
+      rng: the augmentation key.
+      features: the log-mel settings (features.log_mel's keyword arguments).
+      mean, std: [F] the training split's band statistics (host constants).
+      augment: a pipeline.SpecAugment, or None.
+    """
+    x = features_lib.crop_features_jnp(
+        batch["audio"],
+        batch["peak_db"],
+        mean,
+        std,
+        batch["frames"],
+        batch["floor_db"],
+        **features,
+    )
+    if augment is None:
+        return x
+    return features_lib.spec_augment_jnp(x, rng, **dataclasses.asdict(augment))
+
+
+def _with_inputs(batch, rng, inputs_fn):
+    """The batch with its model input "x": its own, or made from its "audio"."""
+    if "audio" not in batch:
+        return batch
+    if inputs_fn is None:
+        raise ValueError("a batch with 'audio' needs train_step's inputs_fn")
+    return {**batch, "x": inputs_fn(batch, _augment_rng(rng))}
 
 
 def _task_losses(tasks, outputs, batch, poison=None):
@@ -239,6 +284,7 @@ def train_step(
     per_task_grads: str = "vmap",
     skip_nonfinite: bool = False,
     nan_at=None,
+    inputs_fn=None,
 ):
     """One optimizer step on a (sharded) global batch.
 
@@ -249,7 +295,8 @@ def train_step(
 
     Args:
       state: TrainState.
-      batch: {"x": [B, T, F, 1], "labels": {task: [B]}, "masks": {task: [B]}}.
+      batch: {"x": [B, T, F, 1], "labels": {task: [B]}, "masks": {task: [B]}};
+        or, instead of "x", the audio of the crops (pipeline's docstring).
       model, tasks, tx, method, schedule: static, bound with functools.partial.
       rep_grad: gradient methods: per-task gradients of the representation.
       per_task_grads: gradient methods: "vmap" (one batched backward pass over
@@ -259,12 +306,15 @@ def train_step(
         freezes every later step, so the state stays the last finite one until
         the loop stops the run; if True, later finite steps go on ("skip").
       nan_at: (1-based step, task index) whose loss is made NaN (tests), or None.
+      inputs_fn: (batch, rng) -> x [B, T, F, 1] for a batch with "audio"
+        (device_inputs bound with partial); unused otherwise.
 
     Returns:
       (new state, metrics dict of scalars named split/metric/task). For
       gradient methods, `train/loss/total` is sum_t weights[t] * L_t.
     """
     rng = jax.random.fold_in(state.rng, state.step)  # Dropout.
+    batch = _with_inputs(batch, rng, inputs_fn)
     poison = _poison(state.step, len(tasks), nan_at)
     kwargs = dict(model=model, tasks=tasks, method=method, poison=poison)
     if not method.needs_grads:
