@@ -111,7 +111,8 @@ def get_config(arg=None):
     c.weighting.init_log_var = -0.5  # Initial s = log sigma^2 (LibMTL: -0.5).
     # Per-task gradients of the shared representation (the trunk's embedding,
     # summed over the batch) instead of the shared parameters: the "-UB"
-    # variants (MGDA-UB). Only for methods that allow it (rep_grad_ok).
+    # variants (MGDA-UB). Only for methods that allow it (rep_grad_ok);
+    # graddrop always works on the representation, where it is defined.
     c.weighting.rep_grad = False
     # Gradient methods: "vmap" computes the T task gradients in one batched
     # backward pass (fastest); "loop" runs T backward passes (least memory).
@@ -128,6 +129,7 @@ def get_config(arg=None):
     c.weighting.nash_max_norm = 1.0  # nash_mtl: clip the shared update (0: off).
     c.weighting.db_beta = 0.9  # db_mtl: EMA factor of the log-loss gradients.
     c.weighting.db_beta_sigma = 0.0  # db_mtl: beta / step^sigma decay.
+    c.weighting.graddrop_leak = 0.0  # graddrop: kept share of dropped gradients.
 
     # Optimizer (optax) and schedule.
     c.optim = ml_collections.ConfigDict()

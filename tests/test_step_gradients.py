@@ -9,6 +9,7 @@ import pytest
 from mtl_ser import weighting
 from mtl_ser.training import loop, sharding
 from mtl_ser.training import step as step_lib
+from mtl_ser.weighting import graddrop
 from mtl_ser.weighting.base import GradOutput, Method
 
 
@@ -147,3 +148,57 @@ def test_gradient_method_on_4_devices_equals_1_device(smoke_config):
     (one, one_hist), (four, four_hist) = runs
     chex.assert_trees_all_close(one, four, rtol=1e-4, atol=1e-6)
     chex.assert_trees_all_close(one_hist, four_hist, rtol=1e-3, atol=1e-5)
+
+
+def test_graddrop_with_full_leak_is_equal_weighting(smoke_config):
+    """leak=1 keeps every task's representation gradient: the plain sum."""
+    smoke_config.optim.name, smoke_config.optim.learning_rate = "sgd", 0.01
+    smoke_config.model.batch_norm = True
+    smoke_config.weighting.name = "equal"
+    if "equal" not in _REFERENCE:
+        _REFERENCE["equal"] = _run(smoke_config, 3)
+    expected, _ = _REFERENCE["equal"]
+    smoke_config.weighting.name = "graddrop"
+    smoke_config.weighting.graddrop_leak = 1.0
+    assert not smoke_config.weighting.rep_grad  # graddrop needs no flag.
+    got, _ = _run(smoke_config, 3)
+    chex.assert_trees_all_close(got, expected, rtol=2e-4, atol=1e-6)
+
+
+def test_graddrop_masks_each_tasks_representation_gradient(smoke_config):
+    """leak=0: the trunk receives sum_t R_t * M_t, M_t from the signed R_t."""
+    smoke_config.model.dropout = 0.0
+    smoke_config.tasks = "emotion,gender,arousal"
+    smoke_config.weighting.name = "graddrop"
+    exp = loop.Experiment(smoke_config, verbose=False)
+    state = jax.device_get(exp.state)
+    batch = jax.device_get(next(exp.train_iterator()))
+    rng = jax.random.PRNGKey(3)
+    method = weighting.make_method(smoke_config.weighting, exp.tasks)
+    _, grads, _, _ = step_lib._rep_grads(
+        state, batch, rng, model=exp.model, tasks=exp.tasks, method=method
+    )
+    model, params = exp.model, state.params["model"]
+
+    def embed(p):
+        return model.apply(
+            {"params": p}, batch["x"], train=True, method=type(model).embed
+        )
+
+    z, trunk_vjp = jax.vjp(embed, params)
+
+    def task_loss(z, t):
+        outputs = model.apply({"params": params}, z, method=type(model).heads)
+        return step_lib._task_losses(exp.tasks, outputs, batch)[t]
+
+    per_sample = jnp.stack([jax.grad(task_loss)(z, t) for t in range(3)])
+    signed = (per_sample * jnp.sign(z)).sum(1)
+    uniform = jax.random.uniform(step_lib._method_rng(rng), signed.shape[1:])
+    masks = graddrop.keep_masks(signed, uniform)
+    assert 0 < float(masks.mean()) < 1  # Some features dropped, some kept.
+    (want,) = trunk_vjp((per_sample * masks[:, None, :]).sum(0))
+    for name in grads["model"]:
+        if not name.startswith("head_"):
+            chex.assert_trees_all_close(
+                grads["model"][name], want[name], rtol=1e-4, atol=1e-7
+            )

@@ -31,6 +31,7 @@ NAMES = (
     "nash_mtl",
     "aligned_mtl",
     "db_mtl",
+    "graddrop",
 )
 
 METRICS = (

@@ -65,6 +65,8 @@ def build_steps(
         method = weighting.make_method(
             c.weighting, tasks, steps_per_epoch=steps_per_epoch
         )
+    # GradDrop is defined on the representation only.
+    rep_grad = c.weighting.rep_grad or method.rep_grad_only
     tx = optim.make_optimizer(c.optim, c.train.num_steps)
     state, state_sharding = state_lib.create_state(
         c.seed,
@@ -74,7 +76,7 @@ def build_steps(
         tx=tx,
         num_tasks=len(tasks),
         input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
-        rep_grad=c.weighting.rep_grad,
+        rep_grad=rep_grad,
     )
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
@@ -87,7 +89,7 @@ def build_steps(
             tx=tx,
             method=method,
             schedule=optim.make_schedule(c.optim, c.train.num_steps),
-            rep_grad=c.weighting.rep_grad,
+            rep_grad=rep_grad,
             per_task_grads=c.weighting.per_task_grads,
             skip_nonfinite=c.train.on_nonfinite == "skip",
             nan_at=_nan_at(c.train, tasks),

@@ -265,9 +265,18 @@ def _rep_grads(
     # The heads are cheap, so "loop" makes no difference here: always vmap.
     del per_task_grads
     per_z, per_task = jax.vmap(head_vjp)(jnp.eye(num_tasks, dtype=losses.dtype))
-    rep_matrix = per_z.reshape(num_tasks, per_z.shape[1], -1).sum(1)  # [T, D]
-    out = _aggregate(method, state, rng, losses, rep_matrix)
-    (shared,) = trunk_vjp(jnp.tensordot(out.rep_coeffs, per_z, axes=1))
+    per_sample = per_z.reshape(num_tasks, per_z.shape[1], -1)  # [T, B, D]
+    rep_matrix = per_sample.sum(1)  # [T, D]
+    given = rep_matrix
+    if method.signed_rep_grads:  # GradDrop's s_t = sum_b R_t * sign(z).
+        given = (per_sample * jnp.sign(z.reshape(z.shape[0], -1))).sum(1)
+    out = _aggregate(method, state, rng, losses, given)
+    if out.rep_coeffs.ndim == 1:  # One coefficient per task.
+        cotangent = jnp.tensordot(out.rep_coeffs, per_z, axes=1)
+    else:  # [T, D]: per task and feature, the same for every sample.
+        cotangent = jnp.einsum("td,tbd->bd", out.rep_coeffs, per_sample)
+        cotangent = cotangent.reshape(z.shape)
+    (shared,) = trunk_vjp(cotangent)
     return _assemble(out, shared, per_task, losses, rep_matrix, tasks, batch_stats)
 
 

@@ -24,6 +24,7 @@ from mtl_ser.weighting import (
     aligned_mtl,
     cagrad,
     db_mtl,
+    graddrop,
     gradnorm,
     imtl,
     loss_based,
@@ -43,6 +44,7 @@ _BUILDERS = {
     **nash_mtl.BUILDERS,
     **aligned_mtl.BUILDERS,
     **db_mtl.BUILDERS,
+    **graddrop.BUILDERS,
 }
 
 METHODS = tuple(_BUILDERS)

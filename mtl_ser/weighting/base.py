@@ -35,7 +35,8 @@ class GradOutput(NamedTuple):
       rep_coeffs: [T] representation mode only (`rep_grad`, for methods with
         `rep_grad_ok`): the step back-propagates sum_t rep_coeffs[t] * dL_t/dz,
         per sample, through the trunk, as LibMTL's `z.backward(...)` does. In
-        parameter mode it is ignored (return ones).
+        parameter mode it is ignored (return ones). [T, D] (GradDrop): one
+        coefficient per task and feature of z, the same for every sample.
     """
 
     update: jax.Array
@@ -66,6 +67,11 @@ class Method(NamedTuple):
       init_needs_width: gradient methods only: `init` is called as
         init(num_tasks, num_params=P), P the width of the gradient matrix
         (for state shaped like the gradients, e.g. DB-MTL's buffer).
+      rep_grad_only: the method is defined on the representation only
+        (GradDrop): the step uses representation gradients whatever
+        `weighting.rep_grad` says.
+      signed_rep_grads: representation mode: the rows of `grads` are
+        sum_b dL_t/dz_b * sign(z_b) instead of sum_b dL_t/dz_b (GradDrop's s_t).
     """
 
     name: str
@@ -75,6 +81,8 @@ class Method(NamedTuple):
     after_step: Optional[Callable[..., Any]] = None
     rep_grad_ok: bool = False
     init_needs_width: bool = False
+    rep_grad_only: bool = False
+    signed_rep_grads: bool = False
 
     @property
     def needs_grads(self) -> bool:
