@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from mtl_ser import tasks as tasks_lib
+from mtl_ser.data import features
 from mtl_ser.training import loop, sharding
 from mtl_ser.training import state as state_lib
 
@@ -74,23 +75,36 @@ def _random_batch(tasks, batch_size, frames, mels, rng):
     return {"x": x, "labels": labels, "masks": masks}
 
 
+def _audio_batch(batch, config, rng):
+    """`batch` with random crop audio instead of "x" (data.features_on_device)."""
+    f, size = config.features, len(batch["x"])
+    samples = features.crop_num_samples(config.data.crop_frames, f.n_fft, f.hop_length)
+    out = {k: v for k, v in batch.items() if k != "x"}
+    out["audio"] = (0.1 * rng.normal(size=(size, samples))).astype(np.float32)
+    out["peak_db"] = np.zeros(size, np.float32)
+    out["floor_db"] = np.full(size, -80.0, np.float32)
+    out["frames"] = np.full(size, config.data.crop_frames, np.int32)
+    return out
+
+
 def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
     """Compiles and times the train step of `config` at `batch_size`.
 
-    `method` replaces the configured weighting method when given.
+    `method` replaces the configured weighting method when given. With
+    `config.data.features_on_device` the step gets random audio crops and makes
+    their log-mels itself (band statistics 0 and 1).
     """
     c = config
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
     mesh = sharding.make_mesh()
-    steps = loop.build_steps(c, tasks, mesh, method=method)
+    mels = c.features.n_mels
+    stats = (np.zeros(mels, np.float32), np.ones(mels, np.float32))
+    steps = loop.build_steps(c, tasks, mesh, method=method, stats=stats)
     state = steps.state
-    batch = _random_batch(
-        tasks,
-        batch_size,
-        c.data.crop_frames,
-        c.features.n_mels,
-        np.random.default_rng(0),
-    )
+    rng = np.random.default_rng(0)
+    batch = _random_batch(tasks, batch_size, c.data.crop_frames, mels, rng)
+    if c.data.features_on_device:
+        batch = _audio_batch(batch, c, rng)
     batch = sharding.from_process_local(batch, mesh)
     fn = steps.train_fn
     start = time.perf_counter()

@@ -60,6 +60,23 @@ BENCHMARKS = (
         ],
     ),
     (
+        "train_step: log-mels from the cache vs made in the step "
+        "(data.features_on_device)",
+        "benchmarks.train_step",
+        [
+            "--models=synthetic,alexnet",
+            "--dtypes=float32",
+            "--inputs=cache,device",
+            "--steps=10",
+        ],
+        [
+            "--models=synthetic",
+            "--inputs=cache,device",
+            "--model_batch_sizes=4",
+            "--steps=1",
+        ],
+    ),
+    (
         "weighting: every weighting method's step time, relative to equal",
         "benchmarks.weighting",
         ["--batch_size=32", "--steps=20"],

@@ -5,11 +5,13 @@ Weighting methods on one config's model:
   .venv/bin/python -m benchmarks.train_step --config=configs/synthetic.py \
       --batch_sizes=32,64 --steps=20 --weightings=equal,uncertainty,pcgrad
 
-Models and compute dtypes (`--models`, presets of benchmarks.common.PRESETS, each
-at its default batch sizes, weighting `equal`):
+Models, compute dtypes and where the log-mels come from (`--models`, presets of
+benchmarks.common.PRESETS, each at its default batch sizes, weighting `equal`;
+`--inputs=cache,device`: cached log-mels, or audio whose log-mels the step makes,
+data.features_on_device):
 
   .venv/bin/python -m benchmarks.train_step --models=synthetic,alexnet,vgg11 \
-      --dtypes=float32,bfloat16 --steps=5
+      --dtypes=float32,bfloat16 --inputs=cache,device --steps=5
 
 Reports AOT compile time, median step time over `steps` timed steps after 3
 warm-up steps (block_until_ready each step), samples/s, XLA's FLOP estimate as
@@ -38,6 +40,12 @@ _MODELS = flags.DEFINE_string(
     "table instead of the weightings one.",
 )
 _DTYPES = flags.DEFINE_string("dtypes", "float32", "With --models: compute dtypes.")
+_INPUTS = flags.DEFINE_string(
+    "inputs",
+    "cache",
+    "With --models: 'cache' (log-mel batches), 'device' (audio batches, the "
+    "log-mels made in the step: data.features_on_device), or both.",
+)
 _MODEL_BATCHES = flags.DEFINE_string(
     "model_batch_sizes", "", "With --models: batches instead of each preset's own."
 )
@@ -82,26 +90,29 @@ def models_table():
         + " GFLOP/s"
     )
     print(
-        "| model | input [T, F] | dtype | batch | compile s | step ms | samples/s "
-        "| GFLOP/s | of peak | temp MiB | params |"
+        "| model | input [T, F] | log-mels | dtype | batch | compile s | step ms "
+        "| samples/s | GFLOP/s | of peak | temp MiB | params |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in _MODELS.value.split(","):
         batches = common.PRESETS[preset][2]
         if _MODEL_BATCHES.value:
             batches = [int(b) for b in _MODEL_BATCHES.value.split(",")]
-        for dtype in dtypes:
-            config = common.make_config(preset)
-            config.model.dtype = dtype
-            config.weighting.name = "equal"
-            for batch_size in batches:
-                r = common.measure(config, batch_size, _STEPS.value)
-                print(
-                    f"| {preset} ({common.PRESETS[preset][3]}) "
-                    f"| {config.data.crop_frames} x {config.features.n_mels} "
-                    f"| {dtype} | {batch_size} " + _row(r, peaks[dtype]),
-                    flush=True,
-                )
+        for inputs in _INPUTS.value.split(","):
+            for dtype in dtypes:
+                config = common.make_config(preset)
+                config.model.dtype = dtype
+                config.weighting.name = "equal"
+                config.data.features_on_device = inputs == "device"
+                for batch_size in batches:
+                    r = common.measure(config, batch_size, _STEPS.value)
+                    print(
+                        f"| {preset} ({common.PRESETS[preset][3]}) "
+                        f"| {config.data.crop_frames} x {config.features.n_mels} "
+                        f"| {'in the step' if inputs == 'device' else 'cached'} "
+                        f"| {dtype} | {batch_size} " + _row(r, peaks[dtype]),
+                        flush=True,
+                    )
 
 
 def main(argv):
