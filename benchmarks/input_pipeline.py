@@ -36,7 +36,7 @@ from absl import app, flags
 from benchmarks import common
 from benchmarks.features import settings_header
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import cache, corpora, pipeline
+from mtl_ser.data import cache, corpora, examples, pipeline
 
 FLAGS = flags.FLAGS
 
@@ -65,8 +65,8 @@ def define_flags():
 _NUM_SPEAKERS = 10
 
 
-def _augment(data_cfg) -> pipeline.SpecAugment:
-    return pipeline.SpecAugment(
+def _augment(data_cfg) -> examples.SpecAugment:
+    return examples.SpecAugment(
         2, data_cfg.time_mask_frames, 2, data_cfg.freq_mask_bands
     )
 

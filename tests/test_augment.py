@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, cache, corpora, features, pipeline
+from mtl_ser.data import augment, cache, corpora, examples, features, pipeline
 from mtl_ser.data.corpora import synthetic
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checks, loop
@@ -108,7 +108,7 @@ def _copy_of(x, split, data, i, crop):
     found = set()
     for factor, mel in candidates.items():
         for start in range(max(len(mel) - crop, 0) + 1):
-            if np.allclose(pipeline._window(mel, start, crop), window, atol=1e-3):
+            if np.allclose(examples._window(mel, start, crop), window, atol=1e-3):
                 found.add(factor)
                 break
     return found
@@ -152,7 +152,7 @@ def test_a_copy_without_the_utterance_falls_back_to_the_original(speed_data):
         dataclasses.replace(c, rows=np.full_like(c.rows, -1))
         for c in split.speed_copies
     )
-    crops = pipeline.RandomCrop(
+    crops = examples.RandomCrop(
         dataclasses.replace(split, speed_copies=gone), speed_data, 64
     )
     for seed in range(6):
@@ -167,13 +167,13 @@ def test_without_augmentation_the_draws_are_todays(smoke_config):
     data = pipeline.build_data(smoke_config, TASKS, verbose=False)
     split, crop = data.splits["train"], 64
     assert split.speed_copies == ()
-    crops = pipeline.RandomCrop(split, data, crop)
+    crops = examples.RandomCrop(split, data, crop)
     for i in range(4):
         rng, twin = np.random.default_rng(i), np.random.default_rng(i)
         length = int(split.store.lengths[split.rows[i]])
         start = int(twin.integers(0, max(length - crop, 0) + 1))
         got = crops.random_map(i, rng)["x"]
-        want = pipeline.EvalWindow(split, data, crop).map((i, start))["x"]
+        want = examples.EvalWindow(split, data, crop).map((i, start))["x"]
         np.testing.assert_array_equal(got, want)
         assert rng.random() == twin.random()  # Nothing else was drawn.
 

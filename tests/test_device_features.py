@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, cache, features, pipeline
+from mtl_ser.data import augment, cache, examples, features, pipeline
 from mtl_ser.training import loop, sharding
 from mtl_ser.training import step as step_lib
 
@@ -94,7 +94,7 @@ def test_a_device_crop_equals_the_cached_crop(smoke_config, where):
         "frames": np.array([min(len(mel) - start, crop)], np.int32),
     }
     got = _device_x(batch, data, smoke_config)[0]
-    want = pipeline._Example(split, data, crop).example(i, start)["x"]
+    want = examples._Example(split, data, crop).example(i, start)["x"]
     assert got.shape == want.shape == (crop, 64, 1)
     assert _db_difference(got, want, data) <= DB_TOLERANCE
 
@@ -134,8 +134,8 @@ def test_waveform_noise_is_white_at_the_drawn_snr_and_spares_the_padding(
     )
     noise = augment.MelNoise(1.0, (10.0, 10.0), bands, 80.0)
     crop, i = 400, 0  # Longer than the utterance: both ends are padding.
-    clean = pipeline.RandomCrop(split, data, crop)
-    noisy = pipeline.RandomCrop(split, data, crop, noise=noise)
+    clean = examples.RandomCrop(split, data, crop)
+    noisy = examples.RandomCrop(split, data, crop, noise=noise)
     a = clean.random_map(i, np.random.default_rng(1))["audio"]
     b = noisy.random_map(i, np.random.default_rng(1))["audio"]
     wave = split.waveforms[0].store.get(split.waveforms[0].rows[i])
@@ -147,7 +147,7 @@ def test_waveform_noise_is_white_at_the_drawn_snr_and_spares_the_padding(
     spectrum = np.abs(np.fft.rfft(added[real])) ** 2  # White: flat on average.
     halves = np.array_split(spectrum[1:], 2)
     assert 0.8 < halves[0].mean() / halves[1].mean() < 1.25
-    never = pipeline.RandomCrop(
+    never = examples.RandomCrop(
         split, data, crop, noise=dataclasses.replace(noise, prob=0.0)
     )
     np.testing.assert_array_equal(
@@ -210,8 +210,8 @@ def test_smoke_run_with_device_features_and_every_augmentation(
 
 def test_audio_batches_need_the_step_to_make_their_inputs(smoke_config):
     data = _data(smoke_config, True)
-    spec = pipeline.SpecAugment(1, 5, 1, 5)
+    spec = examples.SpecAugment(1, 5, 1, 5)
     with pytest.raises(ValueError, match="runs in the train step"):
-        pipeline.RandomCrop(data.splits["train"], data, 64, augment=spec)
+        examples.RandomCrop(data.splits["train"], data, 64, augment=spec)
     with pytest.raises(ValueError, match="needs train_step's inputs_fn"):
         step_lib._with_inputs({"audio": np.zeros((1, 600))}, None, None)

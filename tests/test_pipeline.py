@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import cache, corpora, pipeline, splits
+from mtl_ser.data import cache, corpora, examples, pipeline, splits
 
 TASKS = tasks_lib.make_tasks(
     "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
@@ -129,7 +129,7 @@ def test_eval_windows_cover_each_utterance_whole(data):
 
 
 def test_spec_augment_masks_bounded_stripes_and_keeps_the_crops(data):
-    augment = pipeline.SpecAugment(
+    augment = examples.SpecAugment(
         time_masks=2, time_width=10, freq_masks=1, freq_width=5
     )
     rng = np.random.default_rng(0)
@@ -141,7 +141,7 @@ def test_spec_augment_masks_bounded_stripes_and_keeps_the_crops(data):
         assert zero_frames <= 20 and zero_bands <= 5
         kept = masked != 0
         np.testing.assert_array_equal(masked[kept], x[kept])  # Only masking.
-    never = pipeline.SpecAugment(time_masks=3, time_width=0)
+    never = examples.SpecAugment(time_masks=3, time_width=0)
     np.testing.assert_array_equal(never(x, rng), x)
 
     split, kw = data.splits["train"], dict(crop=64, batch_size=8, seed=3)
@@ -221,7 +221,7 @@ def test_config_inputs_fixed_reaches_training_and_evaluation(smoke_config, monke
     split = exp.data.splits["train"]
     for utt, x in zip(train["utt"], train["x"], strict=True):
         length = int(split.store.lengths[split.rows[utt]])
-        start = pipeline.centre_start(length, smoke_config.data.crop_frames)
+        start = examples.centre_start(length, smoke_config.data.crop_frames)
         crop = smoke_config.data.crop_frames
-        expected = pipeline.EvalWindow(split, exp.data, crop).map((utt, start))["x"]
+        expected = examples.EvalWindow(split, exp.data, crop).map((utt, start))["x"]
         np.testing.assert_array_equal(x, expected)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import pipeline
+from mtl_ser.data import examples, pipeline
 from mtl_ser.training import evaluate, sharding
 
 FILENAME = "analysis.npz"
@@ -159,7 +159,7 @@ def _gradcam_arrays(exp, state, split, task, per_class: int) -> dict:
     windows = pipeline.eval_windows(
         split, c.data.crop_frames, c.data.eval_hop_frames, fixed=True
     )[indices]  # [K, 2]: (utterance, start)
-    example = pipeline.EvalWindow(split, data, c.data.crop_frames)
+    example = examples.EvalWindow(split, data, c.data.crop_frames)
     x = np.zeros((len(indices), c.data.crop_frames, c.features.n_mels, 1), np.float32)
     for k, window in enumerate(windows):
         x[k] = example.map(window)["x"]

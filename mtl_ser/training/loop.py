@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, features, normalisation, pipeline
+from mtl_ser.data import augment, examples, features, normalisation, pipeline
 from mtl_ser.outputs import analysis
 from mtl_ser.training import (
     checkpointing,
@@ -136,7 +136,7 @@ def _spec_augment(data_cfg):
     d = data_cfg
     if not (d.time_masks or d.freq_masks):
         return None
-    return pipeline.SpecAugment(
+    return examples.SpecAugment(
         d.time_masks, d.time_mask_frames, d.freq_masks, d.freq_mask_bands
     )
 

@@ -85,7 +85,7 @@ def _augment_rng(rng):
 def device_inputs(batch, rng, *, features, mean, std, augment=None):
     """The model input [B, T, F, 1] of an audio batch: its log-mels, on device.
 
-    What the host pipeline makes of the same crops (pipeline.RandomCrop):
+    What the host pipeline makes of the same crops (examples.RandomCrop):
     log-mels (features.crop_features_jnp), normalised, then SpecAugment.
 
     Args:
@@ -94,7 +94,7 @@ def device_inputs(batch, rng, *, features, mean, std, augment=None):
       rng: the augmentation key.
       features: the log-mel settings (features.log_mel's keyword arguments).
       mean, std: [F] the training split's band statistics (host constants).
-      augment: a pipeline.SpecAugment, or None.
+      augment: a examples.SpecAugment, or None.
     """
     x = features_lib.crop_features_jnp(
         batch["audio"],

@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import cache, pipeline
+from mtl_ser.data import cache, examples, pipeline
 from mtl_ser.data.audio import AudioError
 from mtl_ser.data.corpora import synthetic
 from mtl_ser.training import loop
@@ -223,7 +223,7 @@ def test_awkward_files_are_resampled_downmixed_and_padded(
     # Short files are padded to one full window: training crops and eval windows.
     train = data.splits["train"]
     short = [train.uids.index(u) for u in ("spk01_001", "spk00_006")]
-    crops = pipeline.RandomCrop(train, data, crop)
+    crops = examples.RandomCrop(train, data, crop)
     for i in short:
         example = crops.random_map(i, np.random.default_rng(0))
         assert example["x"].shape == (crop, config.features.n_mels, 1)
