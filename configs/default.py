@@ -64,6 +64,11 @@ def get_config(arg=None):
     c.data.crop_frames = 128  # Training crop length T (frames).
     c.data.eval_hop_frames = 64  # Hop between evaluation windows (frames).
     c.data.batch_size = 32  # Global training batch (divisible by device count).
+    # Grain worker processes making training batches (0: in this process, with
+    # Grain's prefetch threads). Workers pay off with spare cores (accelerator
+    # hosts); on a 2-core CPU they share the cores with the step and lose
+    # (benchmarks/RESULTS.md, input_pipeline). The batches are the same.
+    c.data.num_workers = 0
     c.data.eval_batch_size = 64  # Global evaluation batch (windows).
     c.data.normalize = True  # Per-mel-band mean/std from the training split only.
     # SpecAugment on training crops: masks of up to this many frames / mel bands.

@@ -165,6 +165,31 @@ def test_config_turns_spec_augment_on_for_training_batches(smoke_config):
     assert zero_bands.max() > 0 and zero_bands.max() <= 12
 
 
+def test_worker_processes_give_the_same_batches_and_resume(smoke_config):
+    """data.num_workers: Grain worker processes make the batches in-process
+    iteration makes, and their iterator state restores mid-stream."""
+    from mtl_ser.training import loop
+
+    exp = loop.Experiment(smoke_config, verbose=False)
+    it = exp.train_iterator()
+    want = [next(it)["x"] for _ in range(4)]
+    exp.config.data.num_workers = 2
+    workers = exp.train_iterator()
+    try:
+        for x in want[:2]:
+            np.testing.assert_array_equal(next(workers)["x"], x)
+        state = workers.get_state()
+    finally:
+        workers.close()
+    resumed = exp.train_iterator()
+    try:
+        resumed.set_state(state)
+        for x in want[2:]:
+            np.testing.assert_array_equal(next(resumed)["x"], x)
+    finally:
+        resumed.close()
+
+
 def test_utterances_outside_the_classes_are_counted_not_lost_silently(
     smoke_config, capsys
 ):

@@ -68,6 +68,10 @@ def validate_config(config):
             f"data.{field}={size}: must be divisible by the "
             f"{jax.device_count()} devices",
         )
+    _require(
+        c.data.num_workers >= 0,
+        f"data.num_workers={c.data.num_workers}: must be >= 0 (0: no workers)",
+    )
     for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
         _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
     _require(

@@ -5,6 +5,7 @@ import os
 import time
 from typing import Any, NamedTuple
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,22 +172,25 @@ class Experiment:
         )
 
     def train_iterator(self):
+        """This process's training batches; checkpointable (Grain's state)."""
         c = self.config
-        return iter(
-            pipeline.train_dataset(
-                self.data.splits["train"],
-                self.data,
-                crop=c.data.crop_frames,
-                batch_size=c.data.batch_size,
-                seed=c.seed,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-                # On device, SpecAugment runs in the train step.
-                augment=None if c.data.features_on_device else _spec_augment(c.data),
-                fixed=c.data.inputs == "fixed",
-                noise=augment.make_noise(c.data, c.features),
-            )
+        ds = pipeline.train_dataset(
+            self.data.splits["train"],
+            self.data,
+            crop=c.data.crop_frames,
+            batch_size=c.data.batch_size,
+            seed=c.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            # On device, SpecAugment runs in the train step.
+            augment=None if c.data.features_on_device else _spec_augment(c.data),
+            fixed=c.data.inputs == "fixed",
+            noise=augment.make_noise(c.data, c.features),
         )
+        if c.data.num_workers > 0:
+            options = grain.MultiprocessingOptions(num_workers=c.data.num_workers)
+            ds = ds.mp_prefetch(options)
+        return iter(ds)
 
     def evaluate(self, state, split_name: str, prefix: str):
         """(scalars named prefix/metric/task, confusion matrices) of a split."""
