@@ -88,18 +88,7 @@ def log_mel(
     return np.ascontiguousarray(db.T, dtype=np.float32)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "sample_rate",
-        "n_fft",
-        "hop_length",
-        "n_mels",
-        "fmin",
-        "fmax",
-        "top_db",
-    ),
-)
+@functools.partial(jax.jit, static_argnames=LOG_MEL_KEYS)
 def log_mel_jnp(
     waves: jax.Array,
     *,
@@ -169,18 +158,7 @@ def crop_samples(
     return out
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "sample_rate",
-        "n_fft",
-        "hop_length",
-        "n_mels",
-        "fmin",
-        "fmax",
-        "top_db",
-    ),
-)
+@functools.partial(jax.jit, static_argnames=LOG_MEL_KEYS)
 def crop_features_jnp(
     audio: jax.Array,
     peak_db: jax.Array,
