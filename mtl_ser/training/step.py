@@ -94,7 +94,7 @@ def device_inputs(batch, rng, *, features, mean, std, augment=None):
       rng: the augmentation key.
       features: the log-mel settings (features.log_mel's keyword arguments).
       mean, std: [F] the training split's band statistics (host constants).
-      augment: a examples.SpecAugment, or None.
+      augment: an examples.SpecAugment, or None.
     """
     x = features_lib.crop_features_jnp(
         batch["audio"],
