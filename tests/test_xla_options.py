@@ -62,6 +62,20 @@ def test_fusion_choice_reaches_the_compiled_step_and_keeps_its_result(smoke_conf
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
+def test_vgg_pooling_keeps_convolutions_out_of_ynnpack(smoke_config):
+    """VGG pools 2x2 windows after BN and ReLU. A reshape-and-max pool's
+    gradient divides by a reduce_sum, and XLA put that reduce, with the
+    convolution feeding it, into a YNNPACK fusion; layers.max_pool must give
+    XLA no such reduce."""
+    smoke_config.model.name = "vgg11"
+    smoke_config.model.width = 1 / 16
+    smoke_config.model.batch_norm = True
+    smoke_config.train.cpu_library_fusions = "dot,reduce"
+    hlo, _, _ = _hlo(smoke_config)
+    assert "__ynn_fusion" in hlo and hlo.count("convolution(") >= 8
+    assert _convs_in_ynn(hlo) == 0
+
+
 def _convs_in_ynn(hlo: str) -> int:
     """Convolutions inside computations that a YNNPACK fusion calls."""
     called = set()

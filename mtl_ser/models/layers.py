@@ -56,15 +56,15 @@ def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Arr
     """
     n = x.shape[axis]
     out = (n - window) // stride + 1
-    if window == stride:
-        # Non-overlapping windows: crop the ragged tail, split the axis into
-        # (out, window) and reduce; its gradient is a cheap elementwise select.
-        x = jax.lax.slice_in_dim(x, 0, out * window, axis=axis)
-        shape = x.shape[:axis] + (out, window) + x.shape[axis + 1 :]
-        return jnp.max(x.reshape(shape), axis=axis + 1)
-    # Overlapping windows: the i-th strided slice holds element i of every
-    # window. XLA CPU differentiates this far faster than reduce_window, whose
-    # backward pass (select_and_scatter) is slow there.
+    # The i-th strided slice holds element i of every window; their running
+    # maximum is the pool. Its gradient is elementwise selects. Both obvious
+    # alternatives are slower on XLA CPU: reduce_window's backward pass
+    # (select_and_scatter), and, for non-overlapping windows, a reshape and
+    # jnp.max, whose backward divides by a reduce_sum of the tie mask; XLA then
+    # hands that reduce to YNNPACK together with the convolution that produces
+    # the incoming gradient, and YNNPACK's convolutions are the slow ones here
+    # (the VGG-11/2 train step was 1.07x slower at batch 16 and 64;
+    # tests/test_xla_options.py checks that no convolution goes there).
     result = None
     for i in range(window):
         part = jax.lax.slice_in_dim(
@@ -80,8 +80,9 @@ def max_pool(x: jax.Array, window: Pair, stride: Pair) -> jax.Array:
     Same values as `flax.linen.max_pool(x, window, stride, "VALID")` and torch's
     `MaxPool2d(window, stride)` (no padding, floor mode). The max is separable,
     so H and W are pooled one after the other. Gradients also match for inputs
-    without ties inside a window; with ties the gradient is shared among them
-    instead of going to one element.
+    without ties inside a window; with ties the gradient is split among them
+    (jnp.maximum's rule: half to each of two equal elements) instead of going to
+    one element.
 
     Args:
         x: input `[B, H, W, C]`.
