@@ -1,9 +1,11 @@
 """Every loss-weighting method on the built-in corpus, the main job's model.
 
-Each method runs at its defaults (LibMTL's). Two methods also run with the one
-documented option that departs from LibMTL: MGDA with Sener & Koltun's `loss+`
-gradient normalisation (their code's setting), and DB-MTL without its gradient
-EMA (`db_beta=0`); at LibMTL's defaults these two miss `equal` on this corpus.
+Each method runs at its defaults (LibMTL's). Three methods also run with the
+one option that departs from its default: MGDA with Sener & Koltun's `loss+`
+gradient normalisation (their code's setting), DB-MTL without its gradient
+EMA (`db_beta=0`), and IMTL on the gradients of the shared representation
+(`rep_grad=True`, LibMTL's own option); at their defaults these three miss
+`equal` on this corpus.
 
 python launch.py --mode=sweep --config=configs/sweeps/weighting.py \
     --workdir=runs/weighting
@@ -60,6 +62,7 @@ def get_sweep(arg=None):
     options = (
         {"weighting.name": "mgda", "weighting.mgda_normalization": "loss+"},
         {"weighting.name": "db_mtl", "weighting.db_beta": 0.0},
+        {"weighting.name": "imtl", "weighting.rep_grad": True},
     )
     return sweeps.product(weighting__name=NAMES, seed=seeds) + [
         {**option, "seed": seed} for option in options for seed in seeds
