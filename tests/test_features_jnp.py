@@ -58,3 +58,25 @@ def test_log_mel_jnp_is_within_a_hundredth_of_a_db(n_fft, hop_length, n_mels):
     # The range the comparison covers: tone and chirp reach the 80 dB floor.
     np.testing.assert_allclose(np.ptp(got[:2], axis=(1, 2)), 80.0, atol=1e-3)
     np.testing.assert_array_equal(got[3], -100.0)
+
+
+def test_pieces_of_a_large_batch_match_clip_by_clip():
+    """On CPU a batch goes through the FFT in pieces of whole clips (3 of these
+    3 s clips per piece): 7 clips make pieces of 3, 3 and 1, and each clip's
+    log-mel must be the one it gets alone, in its own row."""
+    from mtl_ser.data import features
+
+    params = dict(
+        sample_rate=SR, n_fft=512, hop_length=160, n_mels=64, fmin=50.0,
+        fmax=8000.0, top_db=80.0,
+    )
+    clips = _clips()
+    rng = np.random.default_rng(1)
+    waves = np.concatenate([clips, rng.normal(0, 0.1, (3, clips.shape[1]))])
+    waves = waves.astype(np.float32)
+    frames = 1 + waves.shape[1] // params["hop_length"]
+    assert features.CPU_FRAMES_PER_PIECE // frames == 3  # The split tested.
+    got = np.asarray(log_mel_jnp(waves, **params))
+    for i, wave in enumerate(waves):
+        alone = np.asarray(log_mel_jnp(wave[None], **params))[0]
+        np.testing.assert_allclose(got[i], alone, atol=1e-4, err_msg=f"clip {i}")

@@ -26,6 +26,14 @@ import numpy as np
 # Floor on power before the log, as librosa's power_to_db(amin=...): -100 dB.
 _AMIN = 1e-10
 
+# On CPU the frames of a whole batch outgrow the caches between the framing,
+# the FFT and the mel filters, so the batch goes through them about this many
+# frames at a time (whole clips, at least one). 64 clips of 3 s (301 frames
+# each, so pieces of 3 clips): 1.2x faster with n_fft 512, 1.3x with 1024,
+# same values. Other backends take the whole batch at once.
+CPU_FRAMES_PER_PIECE = 1200
+_MAX_PIECES = 32  # Larger batches take larger pieces.
+
 # The `features` config fields that are log_mel's keyword arguments.
 LOG_MEL_KEYS = (
     "sample_rate",
@@ -114,8 +122,9 @@ def log_mel_jnp(
     """
     if waves.ndim != 2:
         raise ValueError(f"waves must be [B, N], got shape {waves.shape}")
-    frames = _frame(waves.astype(jnp.float32), n_fft, hop_length, center=True)
-    mel = _mel_power(frames, sample_rate, n_fft, n_mels, fmin, fmax)
+    mel = _framed_mel_power(
+        waves, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, center=True
+    )
     return _power_to_db(mel, top_db)
 
 
@@ -201,8 +210,9 @@ def crop_features_jnp(
     """
     if audio.ndim != 2:
         raise ValueError(f"audio must be [B, S], got shape {audio.shape}")
-    framed = _frame(audio.astype(jnp.float32), n_fft, hop_length, center=False)
-    mel = _mel_power(framed, sample_rate, n_fft, n_mels, fmin, fmax)  # [B, T, F]
+    mel = _framed_mel_power(
+        audio, sample_rate, n_fft, hop_length, n_mels, fmin, fmax, center=False
+    )  # [B, T, F]
     db = _power_to_db(mel, top_db, peak_db=peak_db)
     if frames is not None:
         inside = jnp.arange(db.shape[1])[None, :] < frames[:, None]  # [B, T]
@@ -295,6 +305,37 @@ def _frame(waves: jax.Array, n_fft: int, hop_length: int, *, center: bool) -> ja
     starts = hop_length * np.arange(num_frames)
     index = starts[:, None] + np.arange(n_fft)[None, :]
     return waves[:, index]
+
+
+def _framed_mel_power(
+    waves: jax.Array,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: Optional[float],
+    *,
+    center: bool,
+) -> jax.Array:
+    """Mel power [B, T, n_mels] of waveforms [B, N]: `_frame`, then `_mel_power`.
+
+    On CPU, in pieces of whole clips of about CPU_FRAMES_PER_PIECE frames.
+    """
+    waves = waves.astype(jnp.float32)
+
+    def mel_power(part):
+        frames = _frame(part, n_fft, hop_length, center=center)
+        return _mel_power(frames, sample_rate, n_fft, n_mels, fmin, fmax)
+
+    size = waves.shape[0]
+    padded = waves.shape[1] + (2 * (n_fft // 2) if center else 0)
+    clips = max(1, CPU_FRAMES_PER_PIECE // max(1 + (padded - n_fft) // hop_length, 1))
+    clips = max(clips, -(-size // _MAX_PIECES))  # Bounded unrolling.
+    if jax.default_backend() != "cpu" or size <= clips:
+        return mel_power(waves)
+    parts = [mel_power(waves[i : i + clips]) for i in range(0, size, clips)]
+    return jnp.concatenate(parts, axis=0)
 
 
 def _mel_power(
