@@ -9,14 +9,15 @@ On a synthetic corpus generated into a temporary folder (no download):
   over the batch size; the cache is built once per corpus, not per epoch);
 - the Grain training pipeline (`pipeline.train_dataset`, as
   `loop.Experiment.train_iterator` builds it) with 0 worker processes (what
-  training uses today: batches made in the training process, by the 16
-  prefetch threads of Grain's default ReadOptions) and with N worker processes
-  (`mp_prefetch` on the same dataset; each worker has those threads too), with
-  and without SpecAugment (2 time and 2 frequency masks of the config's
+  training uses by default: batches made in the training process, by
+  `data.read_threads` threads) and with N worker processes (`mp_prefetch` on
+  the same dataset; each worker has those threads too), and, without workers,
+  with each of `--read_threads` threads (16 is Grain's default); with and
+  without SpecAugment (2 time and 2 frequency masks of the config's
   widths): batches/s over `--batches` batches taken as fast as they come,
   after `--warmup_batches` (which hold the workers' start-up), and whether the
-  first batches equal the 0-worker ones (they must: Grain's workers keep the
-  order). The split's size matters: Grain's shuffle costs per element about
+  first batches equal the first pipeline's (they must: Grain's workers and
+  threads keep the order). The split's size matters: Grain's shuffle costs per element about
   60 us at 384 training utterances (the config's corpus, the default here)
   and 700 us at 24;
 - the train step of the same config at the same batch (`common.measure`,
@@ -47,6 +48,9 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 0, "Global batch; 0: the config's.")
     flags.DEFINE_string(
         "workers", "0,1,2,4", "Comma-separated Grain worker process counts."
+    )
+    flags.DEFINE_string(
+        "read_threads", "0,16", "Read thread counts also timed without workers."
     )
     flags.DEFINE_integer("batches", 100, "Timed batches per pipeline.")
     flags.DEFINE_integer("warmup_batches", 5, "Untimed first batches.")
@@ -86,8 +90,10 @@ def time_cache_build(config) -> dict:
     }
 
 
-def time_pipeline(config, data, *, workers, augment, batches, warmup) -> dict:
-    """batches/s of the training pipeline with `workers` Grain processes.
+def time_pipeline(
+    config, data, *, workers, threads, augment, batches, warmup
+) -> dict:
+    """batches/s of the training pipeline: `workers` processes, `threads` each.
 
     Returns:
       batches_per_s, and `first`: the utterance ids and inputs of the warm-up
@@ -102,6 +108,7 @@ def time_pipeline(config, data, *, workers, augment, batches, warmup) -> dict:
         seed=c.seed,
         augment=augment,
         fixed=c.data.inputs == "fixed",
+        read_threads=threads,
     )
     if workers:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
@@ -128,18 +135,22 @@ def _same(a, b) -> bool:
     )
 
 
-def run(config, *, corpus_dir, workers, batches, warmup, step_steps) -> dict:
+def run(
+    config, *, corpus_dir, workers, threads, batches, warmup, step_steps
+) -> dict:
     """Every measurement of this benchmark; see the module docstring.
 
     Args:
       config: the full config; its corpus and cache are pointed at `corpus_dir`.
       corpus_dir: folder for the synthetic corpus and its feature cache.
-      workers: worker process counts to time (0: no workers).
+      workers: worker process counts to time (0: no workers), with the
+        config's data.read_threads.
+      threads: read thread counts also timed without workers.
       batches, warmup: timed and untimed batches per pipeline.
       step_steps: timed train steps.
 
     Returns:
-      {"cache": ..., "pipelines": [(workers, augmented, result), ...],
+      {"cache": ..., "pipelines": [(workers, threads, augmented, result), ...],
        "step": ..., "train_utterances": ...}
     """
     c = config
@@ -151,15 +162,24 @@ def run(config, *, corpus_dir, workers, batches, warmup, step_steps) -> dict:
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
     data = pipeline.build_data(c, tasks, verbose=False)  # A cache hit.
     results, reference = [], {}
+    default = c.data.read_threads
+    settings = [(n, default) for n in workers]
+    settings += [(0, t) for t in threads if (0, t) not in settings]
     for augment in (None, _augment(c.data)):
-        for n in workers:
+        for n, t in settings:
             r = time_pipeline(
-                c, data, workers=n, augment=augment, batches=batches, warmup=warmup
+                c,
+                data,
+                workers=n,
+                threads=t,
+                augment=augment,
+                batches=batches,
+                warmup=warmup,
             )
             key = augment is not None
             reference.setdefault(key, r["first"])
             r["same_as_first"] = _same(r.pop("first"), reference[key])
-            results.append((n, augment is not None, r))
+            results.append((n, t, augment is not None, r))
     step = common.measure(c, c.data.batch_size, step_steps)
     step["steps_per_s"] = 1e3 / step["step_ms"]
     return {
@@ -184,6 +204,7 @@ def main(argv):
             config,
             corpus_dir=corpus_dir,
             workers=workers,
+            threads=[int(n) for n in FLAGS.read_threads.split(",") if n.strip()],
             batches=FLAGS.batches,
             warmup=FLAGS.warmup_batches,
             step_steps=FLAGS.step_steps,
@@ -211,13 +232,13 @@ def main(argv):
         f"{step['step_ms']:.1f} ms = {step['steps_per_s']:.1f} steps/s"
     )
     print(
-        "| workers | SpecAugment | batches/s | samples/s "
-        "| pipeline / step | same batches as 0 workers |"
+        "| workers | read threads | SpecAugment | batches/s | samples/s "
+        "| pipeline / step | same batches as the first row |"
     )
-    print("|---|---|---|---|---|---|")
-    for n, augmented, p in r["pipelines"]:
+    print("|---|---|---|---|---|---|---|")
+    for n, t, augmented, p in r["pipelines"]:
         print(
-            f"| {n} | {'on' if augmented else 'off'} | {p['batches_per_s']:.1f} "
+            f"| {n} | {t} | {'on' if augmented else 'off'} | {p['batches_per_s']:.1f} "
             f"| {p['batches_per_s'] * c.data.batch_size:.0f} "
             f"| {p['batches_per_s'] / step['steps_per_s']:.1f}x "
             f"| {'yes' if p['same_as_first'] else 'NO'} |"

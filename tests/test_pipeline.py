@@ -92,6 +92,28 @@ def test_train_batches_are_shaped_deterministic_and_resumable(data):
         np.testing.assert_array_equal(next(again)["x"], x)
 
 
+def test_read_threads_change_neither_the_batches_nor_the_state(data):
+    """data.read_threads only changes who makes the batches: 0, 1 and 3 threads
+    give the same stream, and a state saved with one resumes with another."""
+    split = data.splits["train"]
+    kw = dict(crop=32, batch_size=4, seed=5)
+    streams, states = {}, {}
+    for threads in (0, 1, 3):
+        it = iter(pipeline.train_dataset(split, data, read_threads=threads, **kw))
+        batches = [next(it) for _ in range(3)]
+        states[threads] = it.get_state()
+        batches += [next(it) for _ in range(3)]
+        streams[threads] = batches
+    for threads in (1, 3):
+        for a, b in zip(streams[0], streams[threads], strict=True):
+            np.testing.assert_array_equal(a["utt"], b["utt"])
+            np.testing.assert_array_equal(a["x"], b["x"])
+    resumed = iter(pipeline.train_dataset(split, data, read_threads=3, **kw))
+    resumed.set_state(states[0])
+    for want in streams[0][3:]:
+        np.testing.assert_array_equal(next(resumed)["x"], want["x"])
+
+
 def test_process_shards_are_disjoint_and_cover_each_epoch(data):
     split = data.splits["train"]
     n = len(split)

@@ -344,6 +344,9 @@ def target_statistics(split: SplitData, tasks) -> dict:
     return stats
 
 
+READ_AHEAD_PER_THREAD = 4  # Batches made ahead per read thread.
+
+
 def train_dataset(
     split: SplitData,
     data: Data,
@@ -356,6 +359,7 @@ def train_dataset(
     augment: "examples.SpecAugment | None" = None,
     fixed: bool = False,
     noise: "augment_lib.MelNoise | None" = None,
+    read_threads: int = 1,
 ) -> grain.IterDataset:
     """Endless shuffled training batches of this process's share.
 
@@ -371,6 +375,9 @@ def train_dataset(
     exactly one process once (when P does not divide the split, the processes'
     shares of an epoch differ by at most one example).
 
+    `read_threads` threads make batches ahead (data.read_threads; 0: none),
+    READ_AHEAD_PER_THREAD batches each.
+
     Returns:
       A Grain IterDataset whose iterator state can be checkpointed.
     """
@@ -385,7 +392,10 @@ def train_dataset(
     ds = _train_order(len(split), seed, 0, 1).random_map(example)
     ds = ds[process_index::process_count]
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
-    return ds.to_iter_dataset()
+    # Grain's default, 500 elements, would be 500 batches here.
+    ahead = READ_AHEAD_PER_THREAD * read_threads
+    options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=ahead)
+    return ds.to_iter_dataset(options)
 
 
 def _train_order(n: int, seed: int, process_index: int, process_count: int):

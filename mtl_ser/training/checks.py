@@ -72,6 +72,10 @@ def validate_config(config):
         c.data.num_workers >= 0,
         f"data.num_workers={c.data.num_workers}: must be >= 0 (0: no workers)",
     )
+    _require(
+        c.data.read_threads >= 0,
+        f"data.read_threads={c.data.read_threads}: must be >= 0 (0: no threads)",
+    )
     for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
         _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
     _require(

@@ -186,6 +186,7 @@ class Experiment:
             augment=None if c.data.features_on_device else _spec_augment(c.data),
             fixed=c.data.inputs == "fixed",
             noise=augment.make_noise(c.data, c.features),
+            read_threads=c.data.read_threads,
         )
         if c.data.num_workers > 0:
             options = grain.MultiprocessingOptions(num_workers=c.data.num_workers)

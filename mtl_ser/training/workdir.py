@@ -18,8 +18,9 @@ import jax
 from jax.experimental import multihost_utils
 
 # Config fields that may change between resumes without changing the run (the
-# library fusions change how XLA computes the same step, not what it computes).
-RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions")
+# library fusions change how XLA computes the same step, not what it computes;
+# read threads, who makes the same batches, under the same iterator state).
+RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions", "data.read_threads")
 
 
 class WorkdirError(RuntimeError):

@@ -1,0 +1,32 @@
+"""Resuming a workdir: which config changes are refused."""
+
+import json
+
+import pytest
+
+from mtl_ser.training import workdir as workdir_lib
+
+
+def _saved(tmp_path, config):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return str(tmp_path)
+
+
+def test_a_changed_field_is_refused_and_named(tmp_path):
+    saved = {"optim": {"learning_rate": 1e-3}, "data": {"read_threads": 1}}
+    path = _saved(tmp_path, saved)
+    now = {"optim": {"learning_rate": 1e-4}, "data": {"read_threads": 1}}
+    with pytest.raises(workdir_lib.WorkdirError, match="optim.learning_rate: 0.001"):
+        workdir_lib.check_config(path, now, allow_change=False)
+    workdir_lib.check_config(path, now, allow_change=True)  # Told to: resumes.
+
+
+def test_runtime_only_fields_may_change_or_be_new(tmp_path):
+    # A workdir saved before data.read_threads existed, then other values.
+    path = _saved(tmp_path, {"optim": {"learning_rate": 1e-3}, "data": {}})
+    for threads in (0, 16):
+        now = {"optim": {"learning_rate": 1e-3}, "data": {"read_threads": threads}}
+        workdir_lib.check_config(path, now, allow_change=False)
+    changed = {"optim": {"learning_rate": 1e-3}, "data": {"num_workers": 2}}
+    with pytest.raises(workdir_lib.WorkdirError, match="data.num_workers"):
+        workdir_lib.check_config(path, changed, allow_change=False)
