@@ -17,9 +17,9 @@ On a synthetic corpus generated into a temporary folder (no download):
   widths): batches/s over `--batches` batches taken as fast as they come,
   after `--warmup_batches` (which hold the workers' start-up), and whether the
   first batches equal the first pipeline's (they must: Grain's workers and
-  threads keep the order). The split's size matters: Grain's shuffle costs per element about
-  60 us at 384 training utterances (the config's corpus, the default here)
-  and 700 us at 24;
+  threads keep the order). The split's size matters: Grain's shuffle costs
+  per element about 60 us at 384 training utterances (the config's corpus,
+  the default here) and 700 us at 24;
 - the train step of the same config at the same batch (`common.measure`,
   random input): steps/s, and each pipeline's batches/s over it. The two are
   timed apart, each with the whole machine: during training they share it.

@@ -72,8 +72,8 @@ def get_config(arg=None):
     # Threads that make training batches ahead, in this process or in each
     # worker (0: each batch is made when the loop asks for it). The batches are
     # the same. Python threads take turns on the GIL: on this 2-core machine
-    # Grain's default of 16 made 176 batches/s of the main job, 1 made 330
-    # (benchmarks/input_pipeline.py).
+    # Grain's default of 16 made about half the batches/s that 1 made
+    # (benchmarks/RESULTS.md, input_pipeline).
     c.data.read_threads = 1
     c.data.eval_batch_size = 64  # Global evaluation batch (windows).
     c.data.normalize = True  # Per-mel-band mean/std from the training split only.
