@@ -13,6 +13,9 @@ data.features_on_device):
   .venv/bin/python -m benchmarks.train_step --models=synthetic,alexnet,vgg11 \
       --dtypes=float32,bfloat16 --inputs=cache,device --steps=5
 
+`--set="optim.grad_clip=0.0;model.dropout=0.0"` changes config fields of every
+model (what a part of the step costs: time the step without it).
+
 Reports AOT compile time, median step time over `steps` timed steps after 3
 warm-up steps (block_until_ready each step), samples/s, XLA's FLOP estimate as
 achieved GFLOP/s and as a fraction of the matmul rate (in the row's dtype)
@@ -22,10 +25,13 @@ bfloat16 rows compute in bfloat16 with float32 parameters and optimizer
 between runs.
 """
 
+import ast
+
 import jax
 from absl import app, flags
 
 from benchmarks import common
+from mtl_ser import sweeps
 
 _CONFIG = flags.DEFINE_string("config", "configs/synthetic.py", "Config file.")
 _BATCHES = flags.DEFINE_string("batch_sizes", "32", "Comma-separated global batches.")
@@ -49,6 +55,23 @@ _INPUTS = flags.DEFINE_string(
 _MODEL_BATCHES = flags.DEFINE_string(
     "model_batch_sizes", "", "With --models: batches instead of each preset's own."
 )
+_SET = flags.DEFINE_string(
+    "set",
+    "",
+    "With --models: ';'-separated config overrides field=value for every model "
+    "(values as Python literals), e.g. \"optim.grad_clip=0.0;optim.name='sgd'\".",
+)
+
+
+def parse_overrides(text: str) -> dict:
+    """'a.b=1;c.d=\'x\'' -> {'a.b': 1, 'c.d': 'x'}."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set: {item!r} is not field=value")
+        overrides[key.strip()] = ast.literal_eval(value.strip())
+    return overrides
 
 
 def _row(r, peak) -> str:
@@ -82,12 +105,14 @@ def weightings_table():
 
 def models_table():
     dtypes = _DTYPES.value.split(",")
+    overrides = parse_overrides(_SET.value)
     peaks = {d: common.matmul_peak_gflops(dtype=d) for d in dtypes}
     print(
         f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
         "weighting equal, adam, random input; matmul peak "
         + ", ".join(f"{d} {p:.0f}" for d, p in peaks.items())
         + " GFLOP/s"
+        + (f"; overrides {overrides}" if overrides else "")
     )
     print(
         "| model | input [T, F] | log-mels | dtype | batch | compile s | step ms "
@@ -100,7 +125,7 @@ def models_table():
             batches = [int(b) for b in _MODEL_BATCHES.value.split(",")]
         for inputs in _INPUTS.value.split(","):
             for dtype in dtypes:
-                config = common.make_config(preset)
+                config = sweeps.apply_overrides(common.make_config(preset), overrides)
                 config.model.dtype = dtype
                 config.weighting.name = "equal"
                 config.data.features_on_device = inputs == "device"

@@ -63,7 +63,7 @@ def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Arr
     # jnp.max, whose backward divides by a reduce_sum of the tie mask; XLA then
     # hands that reduce to YNNPACK together with the convolution that produces
     # the incoming gradient, and YNNPACK's convolutions are the slow ones here
-    # (the VGG-11/2 train step was 1.07x slower at batch 16 and 64;
+    # (the VGG-11/2 train step was 1.12x slower at batch 64;
     # tests/test_xla_options.py checks that no convolution goes there).
     result = None
     for i in range(window):
