@@ -60,10 +60,31 @@ def test_log_mel_jnp_is_within_a_hundredth_of_a_db(n_fft, hop_length, n_mels):
     np.testing.assert_array_equal(got[3], -100.0)
 
 
-def test_pieces_of_a_large_batch_match_clip_by_clip():
-    """On CPU a batch goes through the FFT in pieces of whole clips (3 of these
-    3 s clips per piece): 7 clips make pieces of 3, 3 and 1, and each clip's
-    log-mel must be the one it gets alone, in its own row."""
+_PIECES_SCRIPT = """
+import sys
+import jax
+import numpy as np
+from mtl_ser.data.features import log_mel_jnp
+params = dict(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64,
+              fmin=50.0, fmax=8000.0, top_db=80.0)
+waves = np.load(sys.argv[1])
+jitted = jax.jit(lambda w: log_mel_jnp(w, **params))
+ffts = jitted.lower(waves).compile().as_text().count(" fft(")
+np.save(sys.argv[2], np.asarray(jitted(waves)))
+print(jax.device_count(), ffts)
+"""
+
+
+def test_pieces_of_a_large_batch_match_clip_by_clip(tmp_path):
+    """On one CPU device a batch goes through the FFT in pieces of whole clips
+    (3 of these 3 s clips per piece): 7 clips make pieces of 3, 3 and 1, and
+    each clip's log-mel must be the one it gets alone, in its own row. With
+    several devices (these tests have 4) the batch stays whole, as the pieces
+    would cut across the devices' shards of it."""
+    import os
+    import subprocess
+    import sys
+
     from mtl_ser.data import features
 
     params = dict(
@@ -76,7 +97,21 @@ def test_pieces_of_a_large_batch_match_clip_by_clip():
     waves = waves.astype(np.float32)
     frames = 1 + waves.shape[1] // params["hop_length"]
     assert features.CPU_FRAMES_PER_PIECE // frames == 3  # The split tested.
-    got = np.asarray(log_mel_jnp(waves, **params))
+    jitted = jax.jit(lambda w: log_mel_jnp(w, **params))
+    assert jax.device_count() > 1
+    assert jitted.lower(waves).compile().as_text().count(" fft(") == 1
+    whole = np.asarray(jitted(waves))
+    np.save(tmp_path / "waves.npy", waves)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _PIECES_SCRIPT, str(tmp_path / "waves.npy"),
+         str(tmp_path / "pieces.npy")],
+        cwd=root, env=env, capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.split() == ["1", "3"]  # One device: one FFT per piece.
+    pieces = np.load(tmp_path / "pieces.npy")
     for i, wave in enumerate(waves):
         alone = np.asarray(log_mel_jnp(wave[None], **params))[0]
-        np.testing.assert_allclose(got[i], alone, atol=1e-4, err_msg=f"clip {i}")
+        np.testing.assert_allclose(whole[i], alone, atol=1e-4, err_msg=f"clip {i}")
+        np.testing.assert_allclose(pieces[i], alone, atol=1e-4, err_msg=f"clip {i}")

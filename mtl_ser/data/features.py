@@ -30,7 +30,8 @@ _AMIN = 1e-10
 # the FFT and the mel filters, so the batch goes through them about this many
 # frames at a time (whole clips, at least one). 64 clips of 3 s (301 frames
 # each, so pieces of 3 clips): 1.2x faster with n_fft 512, 1.3x with 1024,
-# same values. Other backends take the whole batch at once.
+# same values. Other backends, and several devices (whose shards of the batch
+# the pieces would cut across), take the whole batch at once.
 CPU_FRAMES_PER_PIECE = 1200
 _MAX_PIECES = 32  # Larger batches take larger pieces.
 
@@ -324,7 +325,8 @@ def _framed_mel_power(
 ) -> jax.Array:
     """Mel power [B, T, n_mels] of waveforms [B, N]: `_frame`, then `_mel_power`.
 
-    On CPU, in pieces of whole clips of about CPU_FRAMES_PER_PIECE frames.
+    On one CPU device, in pieces of whole clips of about CPU_FRAMES_PER_PIECE
+    frames.
     """
     waves = waves.astype(jnp.float32)
 
@@ -336,7 +338,8 @@ def _framed_mel_power(
     padded = waves.shape[1] + (2 * (n_fft // 2) if center else 0)
     clips = max(1, CPU_FRAMES_PER_PIECE // max(1 + (padded - n_fft) // hop_length, 1))
     clips = max(clips, -(-size // _MAX_PIECES))  # Bounded unrolling.
-    if jax.default_backend() != "cpu" or size <= clips:
+    one_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+    if not one_cpu or size <= clips:
         return mel_power(waves)
     parts = [mel_power(waves[i : i + clips]) for i in range(0, size, clips)]
     return jnp.concatenate(parts, axis=0)
