@@ -5,6 +5,7 @@ import os
 
 import chex
 import jax
+import numpy as np
 
 from mtl_ser.training import loop, sharding
 from mtl_ser.training import step as step_lib
@@ -60,6 +61,14 @@ def test_sharded_step_on_4_devices_equals_1_device(smoke_config):
     chex.assert_trees_all_close(one_hist, four_hist, rtol=1e-4, atol=1e-6)
 
 
+def test_param_norm_fn_is_the_norm_of_the_model_parameters(smoke_config):
+    exp = loop.Experiment(smoke_config, verbose=False)
+    state, _ = _steps(exp, 2)
+    leaves = jax.tree.leaves(jax.device_get(state.params["model"]))
+    want = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in leaves))
+    np.testing.assert_allclose(float(exp.param_norm_fn(state.params)), want, rtol=1e-5)
+
+
 def test_train_step_traces_once_per_run(smoke_config, tmp_path, monkeypatch):
     traced = chex.assert_max_traces(step_lib.train_step, n=1)
     monkeypatch.setattr(step_lib, "train_step", traced)
@@ -78,6 +87,9 @@ def test_run_writes_metrics_results_and_checkpoints(smoke_config, tmp_path):
     lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
     weights = [x["train/weight/gender"] for x in lines if "train/weight/gender" in x]
     assert len(weights) == smoke_config.train.num_steps // smoke_config.train.log_every
+    # The parameter norm is computed at the log steps only, from the state.
+    norms = [x["train/param_norm"] for x in lines if "train/weight/gender" in x]
+    assert len(norms) == len(weights) and len(set(norms)) == len(norms)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
     assert os.listdir(os.path.join(workdir, "best"))
     assert len(results["confusion"]["test"]["emotion"]) == 4

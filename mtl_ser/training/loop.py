@@ -9,6 +9,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from tqdm import tqdm
 
 from mtl_ser import models, weighting
@@ -39,6 +40,10 @@ class Steps(NamedTuple):
     state_sharding: Any
     train_fn: Any  # (state, batch) -> (state, metrics); donates the state.
     eval_fn: Any  # (state, x) -> {task: predictions}, replicated.
+    # params -> the model parameters' global norm, replicated. A metric of the
+    # log steps only: in the train step it cost a pass over every parameter
+    # at every step.
+    param_norm_fn: Any
 
 
 def build_steps(
@@ -107,7 +112,12 @@ def build_steps(
         out_shardings=repl,
         compiler_options=options,
     )
-    return Steps(model, state, state_sharding, train_fn, eval_fn)
+    param_norm_fn = jax.jit(
+        lambda params: optax.tree.norm(params["model"]),
+        in_shardings=(state_sharding.params,),
+        out_shardings=repl,
+    )
+    return Steps(model, state, state_sharding, train_fn, eval_fn, param_norm_fn)
 
 
 def _nan_at(train_cfg, tasks):
@@ -170,6 +180,7 @@ class Experiment:
             steps.train_fn,
             steps.eval_fn,
         )
+        self.param_norm_fn = steps.param_norm_fn
 
     def train_iterator(self):
         """This process's training batches; checkpointable (Grain's state)."""
@@ -316,6 +327,9 @@ class _Loop:
             run_eval = (done % c.train.eval_every == 0 or done == end) and not stop
             if save or run_eval or done % c.train.log_every == 0:
                 metrics = jax.device_get(metrics)
+                metrics["train/param_norm"] = jax.device_get(
+                    exp.param_norm_fn(state.params)
+                )
                 self.check_faults(state)  # Before anything is saved.
                 self.lock.refresh()
                 now = time.perf_counter()

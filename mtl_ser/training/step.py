@@ -384,9 +384,6 @@ def train_step(
     metrics = {
         "train/loss/total": total,
         "train/grad_norm": grad_norm,
-        # Of the new params: the old ones' norm would be read after the update
-        # has overwritten them in place, so XLA would copy every parameter.
-        "train/param_norm": optax.tree.norm(params["model"]),
         "train/lr": schedule(state.step),
         "train/skipped_steps": new_state.faults["skipped"],
         **stats,
