@@ -166,6 +166,12 @@ def get_config(arg=None):
     c.train.checkpoint_every = 500  # Steps between checkpoints of the latest state.
     c.train.keep_checkpoints = 2  # Latest checkpoints kept (the best is kept apart).
     c.train.best_metric = "val/ua/emotion"  # Chooses the best checkpoint (max).
+    # Evaluation (validation, best checkpoint, test, prediction, analysis) uses
+    # exponential moving averages of the model's parameters and BatchNorm
+    # statistics with this decay (e.g. 0.999), updated after every step; the
+    # decay is warmed up as min(decay, (1 + step) / (10 + step)). 0: off, the
+    # live weights are evaluated. It costs one pass over the parameters a step.
+    c.train.ema_decay = 0.0
     c.train.progress_bar = True  # tqdm bar on process 0.
     c.train.tensorboard = True  # TensorBoard event files beside metrics.jsonl.
     # A step whose loss or gradient is NaN/Inf is never applied. "stop": the run

@@ -28,7 +28,6 @@ from typing import Sequence
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import tqdm
 
 from mtl_ser import tasks as tasks_lib
@@ -187,7 +186,11 @@ class Predictor:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with (`<workdir>/config.json`), locked."""
+    """The config a run was trained with (`<workdir>/config.json`), locked.
+
+    Fields newer than the run (workdir.ADDED_FIELDS) get the value of the
+    behaviour it was trained with.
+    """
     path = os.path.join(workdir, "config.json")
     if not os.path.isdir(workdir):
         raise workdir_lib.WorkdirError(f"{workdir}: no such run folder")
@@ -200,6 +203,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
             config = ml_collections.ConfigDict(json.load(f))
     except ValueError as e:
         raise workdir_lib.WorkdirError(f"{path}: not a config ({e})") from e
+    for key, value in workdir_lib.ADDED_FIELDS.items():
+        section, field = key.split(".")
+        if section in config and field not in config[section]:
+            config[section][field] = value
     config.lock()
     return config
 
@@ -219,8 +226,7 @@ def _chosen_checkpoint(ckpt, workdir: str) -> tuple[str, int]:
 def _restore(ckpt, kind: str, step: int, state):
     """The train state of checkpoint (kind, step), shaped and sharded as `state`."""
     manager = ckpt.best if kind == "best" else ckpt.latest
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(state))
-    return manager.restore(step, args=args).state
+    return checkpointing.restore_state(manager, step, state)[0]
 
 
 class _InMemoryStore:

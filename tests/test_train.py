@@ -1,13 +1,17 @@
 """The train step and the loop: learning, sharding, tracing, outputs."""
 
+import dataclasses
 import json
 import os
 
 import chex
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+import pytest
 
-from mtl_ser.training import loop, sharding
+from mtl_ser.training import checkpointing, loop, sharding
+from mtl_ser.training import state as state_lib
 from mtl_ser.training import step as step_lib
 
 
@@ -67,6 +71,83 @@ def test_param_norm_fn_is_the_norm_of_the_model_parameters(smoke_config):
     leaves = jax.tree.leaves(jax.device_get(state.params["model"]))
     want = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in leaves))
     np.testing.assert_allclose(float(exp.param_norm_fn(state.params)), want, rtol=1e-5)
+
+
+def test_update_ema_warms_its_decay_up():
+    ema, live = {"w": np.zeros(3, np.float32)}, {"w": np.ones(3, np.float32)}
+    # Step 0: d = min(0.99, 1/10); step 990: d = min(0.99, 991/1000) = 0.99.
+    for step, d in ((0, 0.1), (990, 0.99)):
+        got = state_lib.update_ema(ema, live, step, 0.99)["w"]
+        np.testing.assert_allclose(got, np.full(3, 1.0 - d), rtol=1e-6)
+    assert state_lib.update_ema(None, live, 5, 0.99) is None
+
+
+def test_ema_averages_the_live_variables_and_evaluation_uses_it(smoke_config):
+    smoke_config.model.batch_norm = True  # Its statistics are averaged too.
+    smoke_config.train.ema_decay = 0.5
+    smoke_config.optim.learning_rate = 1e-2  # Steps big enough to tell apart.
+    exp = loop.Experiment(smoke_config, verbose=False)
+    live = state_lib.live_variables(jax.device_get(exp.state))
+    want = jax.device_get(exp.state.ema)
+    chex.assert_trees_all_equal(want, live)  # Starts at the initial weights.
+    it, state = exp.train_iterator(), exp.state
+    for step in range(3):
+        batch = sharding.from_process_local(next(it), exp.mesh)
+        state, _ = exp.train_fn(state, batch)
+        live = state_lib.live_variables(jax.device_get(state))
+        d = min(0.5, (1 + step) / (10 + step))
+        want = jax.tree.map(lambda e, v: d * e + (1 - d) * v, want, live)
+    got = jax.device_get(state.ema)
+    assert set(got) == {"params", "batch_stats"}
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)
+    # Evaluation runs the averaged model, not the live one.
+    x = sharding.from_process_local(next(it), exp.mesh)["x"]
+    predictions = jax.device_get(exp.eval_fn(state, x))["emotion"]
+    averaged = exp.model.apply(state.ema, x, train=False)[0]["emotion"]
+    current = exp.model.apply(live, x, train=False)[0]["emotion"]
+    np.testing.assert_allclose(
+        predictions, jax.nn.softmax(averaged), rtol=1e-5, atol=1e-6
+    )
+    # (The smoke model's logits are small; compare them, not probabilities.)
+    assert np.abs(averaged - current).max() > 0.05 * np.abs(current).max()
+
+
+def test_a_run_with_ema_checkpoints_and_re_evaluates_the_average(
+    smoke_config, tmp_path
+):
+    smoke_config.train.ema_decay = 0.9
+    workdir = str(tmp_path / "run")
+    results = loop.train_and_evaluate(smoke_config, workdir)
+    again = loop.evaluate_workdir(smoke_config, workdir)
+    assert again["scalars"] == results["scalars"]
+
+
+def test_checkpoints_from_before_ema_still_restore(smoke_config, tmp_path):
+    exp = loop.Experiment(smoke_config, verbose=False)
+    state, _ = _steps(exp, 2)
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    del fields["ema"]
+    ckpt = checkpointing.Checkpointer(
+        str(tmp_path), keep=1, best_metric="val/ua/emotion"
+    )
+    old = checkpointing._StateBeforeEma(**fields)  # As older code wrote it.
+    ckpt.best.save(
+        2,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(old)),
+        metrics={"val/ua/emotion": 0.5},
+    )
+    ckpt.wait()
+    restored = ckpt.restore_best(exp.state)  # A fresh state: step 0.
+    assert int(restored.step) == 2 and restored.ema is None
+    chex.assert_trees_all_equal(
+        jax.device_get(restored.params), jax.device_get(state.params)
+    )
+    # A run that keeps averages cannot take them from such a checkpoint.
+    smoke_config.train.ema_decay = 0.9
+    with_ema = loop.Experiment(smoke_config, verbose=False).state
+    with pytest.raises(ValueError, match="ema"):
+        ckpt.restore_best(with_ema)
+    ckpt.close()
 
 
 def test_train_step_traces_once_per_run(smoke_config, tmp_path, monkeypatch):

@@ -30,3 +30,15 @@ def test_runtime_only_fields_may_change_or_be_new(tmp_path):
     changed = {"optim": {"learning_rate": 1e-3}, "data": {"num_workers": 2}}
     with pytest.raises(workdir_lib.WorkdirError, match="data.num_workers"):
         workdir_lib.check_config(path, changed, allow_change=False)
+
+
+def test_a_field_newer_than_the_workdir_at_its_old_behaviour_resumes(tmp_path):
+    # Saved before train.ema_decay existed: 0.0 (off) is what it trained with.
+    path = _saved(tmp_path, {"train": {"num_steps": 10}})
+    workdir_lib.check_config(
+        path, {"train": {"num_steps": 10, "ema_decay": 0.0}}, allow_change=False
+    )
+    with pytest.raises(workdir_lib.WorkdirError, match="train.ema_decay"):
+        workdir_lib.check_config(
+            path, {"train": {"num_steps": 10, "ema_decay": 0.99}}, allow_change=False
+        )

@@ -40,21 +40,16 @@ import numpy as np
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import examples, pipeline
 from mtl_ser.training import evaluate, sharding
+from mtl_ser.training import state as state_lib
 
 FILENAME = "analysis.npz"
 
 
-def model_variables(state) -> dict:
-    """The Flax variables of the model in a TrainState."""
-    variables = {"params": state.params["model"]}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-    return variables
-
-
 def embed_step(state, x, *, model) -> dict:
     """{"embedding": [B, D] float32 trunk outputs} of windows x [B, T, F, 1]."""
-    embedding = model.apply(model_variables(state), x, train=False, method="embed")
+    embedding = model.apply(
+        state_lib.eval_variables(state), x, train=False, method="embed"
+    )
     return {"embedding": embedding}
 
 
@@ -177,7 +172,9 @@ def _gradcam_arrays(exp, state, split, task, per_class: int) -> dict:
             out_shardings=sharding.replicated(mesh),
         )
         maps = np.asarray(
-            jax.device_get(cam_fn(model_variables(state), batch["x"], batch["c"])[0])
+            jax.device_get(
+                cam_fn(state_lib.eval_variables(state), batch["x"], batch["c"])[0]
+            )
         )[: len(indices)]
     predicted = centre[indices].argmax(-1)
     return {

@@ -6,10 +6,13 @@ validation metric. Orbax writes each to a temporary name and commits it
 atomically, so a checkpoint interrupted mid-write is never restored.
 """
 
+import dataclasses
 import os
+from typing import Any
 
 import grain
 import orbax.checkpoint as ocp
+from flax import struct
 
 
 def _barriers(name: str):
@@ -17,6 +20,46 @@ def _barriers(name: str):
     # Orbax names its cross-process barriers after the step: without distinct
     # prefixes the two saves collide in a multi-process run and both fail.
     return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
+class _StateBeforeEma(struct.PyTreeNode):
+    """TrainState as checkpoints wrote it before it had `ema`."""
+
+    step: Any
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    weighting_state: Any
+    rng: Any
+    faults: Any
+
+
+def restore_state(manager, step: int, state, **other_items):
+    """Restores checkpoint `step` of `manager` shaped and sharded as `state`.
+
+    Other items of the checkpoint (e.g. data_iter=CheckpointRestore(...)) are
+    restored alongside. A state without moving averages (ema None) also reads
+    checkpoints written before TrainState had them.
+
+    Returns:
+      (restored state, the restored Composite).
+    """
+
+    def restore(target):
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), **other_items)
+        return manager.restore(step, args=args)
+
+    try:
+        restored = restore(state)
+        return restored.state, restored
+    except ValueError as error:
+        if state.ema is not None or "ema" not in str(error):
+            raise
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    del fields["ema"]
+    restored = restore(_StateBeforeEma(**fields))
+    old = restored.state
+    return state.replace(**{k: getattr(old, k) for k in fields}), restored
 
 
 class Checkpointer:
@@ -61,14 +104,13 @@ class Checkpointer:
     def restore_latest(self, state, data_iter):
         """Restores the latest state (shaped and sharded like `state`) and,
         in place, the data iterator's position."""
-        restored = self.latest.restore(
+        state, _ = restore_state(
+            self.latest,
             self.latest.latest_step(),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(state),
-                data_iter=grain.checkpoint.CheckpointRestore(data_iter),
-            ),
+            state,
+            data_iter=grain.checkpoint.CheckpointRestore(data_iter),
         )
-        return restored.state
+        return state
 
     def best_value(self):
         """The best validation metric saved so far, or None."""
@@ -95,10 +137,7 @@ class Checkpointer:
         step = self.best.best_step()
         if step is None:
             return None
-        restored = self.best.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(state))
-        )
-        return restored.state
+        return restore_state(self.best, step, state)[0]
 
     def wait(self):
         self.latest.wait_until_finished()

@@ -79,6 +79,10 @@ def validate_config(config):
     for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
         _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
     _require(
+        0.0 <= c.train.ema_decay < 1.0,
+        f"train.ema_decay={c.train.ema_decay}: must be in [0, 1) (0: off)",
+    )
+    _require(
         c.train.on_nonfinite in ("stop", "skip"),
         f"train.on_nonfinite={c.train.on_nonfinite!r}: choose 'stop' or 'skip'",
     )

@@ -83,6 +83,7 @@ def build_steps(
         num_tasks=len(tasks),
         input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
         rep_grad=rep_grad,
+        ema=c.train.ema_decay > 0,
     )
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
@@ -100,6 +101,7 @@ def build_steps(
             skip_nonfinite=c.train.on_nonfinite == "skip",
             nan_at=_nan_at(c.train, tasks),
             inputs_fn=_device_inputs(c, stats),
+            ema_decay=c.train.ema_decay,
         ),
         in_shardings=(state_sharding, batch_sh),
         out_shardings=(state_sharding, repl),

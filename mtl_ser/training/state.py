@@ -22,6 +22,9 @@ class TrainState(struct.PyTreeNode):
       weighting_state: the weighting method's non-learnable state.
       rng: uint32[2] root key; the step folds in `step` for its randomness.
       faults: non-finite steps (see `init_faults`).
+      ema: exponential moving averages of the model's variables
+        ({"params", and "batch_stats" with BatchNorm}; train.ema_decay), which
+        evaluation uses instead of the live ones; None when not kept.
     """
 
     step: jax.Array
@@ -31,6 +34,7 @@ class TrainState(struct.PyTreeNode):
     weighting_state: Any
     rng: jax.Array
     faults: Any
+    ema: Any
 
 
 def init_faults(num_tasks: int) -> dict:
@@ -58,7 +62,15 @@ def _gradient_width(model, variables, x, rep_grad: bool) -> int:
 
 
 def init_state(
-    rng, *, model, method, tx, num_tasks: int, input_shape, rep_grad: bool = False
+    rng,
+    *,
+    model,
+    method,
+    tx,
+    num_tasks: int,
+    input_shape,
+    rep_grad: bool = False,
+    ema: bool = False,
 ) -> TrainState:
     """Initialises a TrainState (pure; jit it with output shardings).
 
@@ -70,6 +82,7 @@ def init_state(
       num_tasks: number of tasks.
       input_shape: a model input shape, e.g. [1, T, F, 1].
       rep_grad: whether a gradient method sees representation gradients.
+      ema: whether to keep moving averages of the model's variables.
     """
     params_rng, state_rng = jax.random.split(rng)
     x = jnp.zeros(input_shape, jnp.float32)
@@ -80,15 +93,49 @@ def init_state(
     else:
         weighting_params, weighting_state = method.init(num_tasks)
     params = {"model": variables["params"], "weighting": weighting_params}
+    batch_stats = variables.get("batch_stats", {})
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=batch_stats,
         opt_state=tx.init(params),
         weighting_state=weighting_state,
         rng=state_rng,
         faults=init_faults(num_tasks),
+        ema=_variables(params["model"], batch_stats) if ema else None,
     )
+
+
+def _variables(params, batch_stats) -> dict:
+    """Flax variables: {"params"}, with "batch_stats" when there are any."""
+    return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+def live_variables(state) -> dict:
+    """The model's Flax variables as trained (not averaged)."""
+    return _variables(state.params["model"], state.batch_stats)
+
+
+def eval_variables(state) -> dict:
+    """The model's Flax variables for evaluation and analysis.
+
+    The moving averages when the state keeps them (train.ema_decay > 0), else
+    the live variables.
+    """
+    return live_variables(state) if state.ema is None else state.ema
+
+
+def update_ema(ema, variables, step, decay: float):
+    """One step of the moving averages of `variables` (None: not kept).
+
+    The decay is warmed up as min(decay, (1 + step) / (10 + step)), so the early
+    averages are not dominated by the initial weights.
+    """
+    if ema is None:
+        return None
+    step = jnp.asarray(step, jnp.float32)
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, v: d * e + (1.0 - d) * v, ema, variables)
 
 
 def create_state(seed: int, mesh, **kwargs) -> tuple[TrainState, Any]:

@@ -9,6 +9,7 @@ import optax
 from mtl_ser import models
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import features as features_lib
+from mtl_ser.training import state as state_lib
 
 
 def _apply(model, state, params, x, *, train, rng=None):
@@ -294,6 +295,7 @@ def train_step(
     skip_nonfinite: bool = False,
     nan_at=None,
     inputs_fn=None,
+    ema_decay: float = 0.0,
 ):
     """One optimizer step on a (sharded) global batch.
 
@@ -317,6 +319,8 @@ def train_step(
       nan_at: (1-based step, task index) whose loss is made NaN (tests), or None.
       inputs_fn: (batch, rng) -> x [B, T, F, 1] for a batch with "audio"
         (device_inputs bound with partial); unused otherwise.
+      ema_decay: the decay of the state's moving averages of the model's
+        variables, when it keeps them (state.ema).
 
     Returns:
       (new state, metrics dict of scalars named split/metric/task). For
@@ -381,6 +385,11 @@ def train_step(
         weighting_state=weighting_state,
         faults=_record_faults(state.faults, finite, state.step, losses, grad_norm),
     )
+    new_state = new_state.replace(
+        ema=state_lib.update_ema(
+            state.ema, state_lib.live_variables(new_state), state.step, ema_decay
+        )
+    )
     metrics = {
         "train/loss/total": total,
         "train/grad_norm": grad_norm,
@@ -395,6 +404,9 @@ def train_step(
 
 
 def eval_step(state, x, *, model, tasks):
-    """Per-window predictions: {task: [B, C] probabilities or [B] values}."""
-    outputs, _, _ = _apply(model, state, state.params, x, train=False)
+    """Per-window predictions: {task: [B, C] probabilities or [B] values}.
+
+    With moving averages in the state (train.ema_decay), they make them.
+    """
+    outputs, _ = model.apply(state_lib.eval_variables(state), x, train=False)
     return {t.name: tasks_lib.predictions(t, outputs[t.name]) for t in tasks}

@@ -22,6 +22,11 @@ from jax.experimental import multihost_utils
 # read threads, who makes the same batches, under the same iterator state).
 RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions", "data.read_threads")
 
+# Config fields added after workdirs were saved, with the value that gives the
+# behaviour from before they existed: a saved config without one reads as if
+# it had this value (resume checks, predict.load_config).
+ADDED_FIELDS = {"train.ema_decay": 0.0}
+
 
 class WorkdirError(RuntimeError):
     """The workdir cannot be used as asked; the message says why and what to do."""
@@ -143,7 +148,8 @@ def config_difference(old: dict, new: dict) -> list[str]:
     for key in sorted(set(old) | set(new)):
         if key in RUNTIME_ONLY:
             continue
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        a = old.get(key, ADDED_FIELDS.get(key, "<absent>"))
+        b = new.get(key, "<absent>")
         if _normal(a) != _normal(b):
             lines.append(f"{key}: {a!r} -> {b!r}")
     return lines

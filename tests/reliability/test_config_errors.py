@@ -26,6 +26,7 @@ ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
         ),
         ({"train.on_nonfinite": "ignore"}, "train.on_nonfinite='ignore'"),
         ({"train.nan_task": "gender2"}, "train.nan_task='gender2'"),
+        ({"train.ema_decay": 1.0}, "train.ema_decay=1.0"),
         ({"data.bad_audio": "skip"}, "data.bad_audio='skip'"),
         (
             {"train.cpu_library_fusions": "dot,convolution"},
