@@ -85,8 +85,8 @@ BENCHMARKS = (
     (
         "torch_reference: the same models, optimizer and losses in PyTorch",
         "benchmarks.torch_reference",
-        ["--steps=10"],
-        ["--models=synthetic", "--batch_sizes=8", "--steps=2"],
+        ["--steps=10", "--rounds=3"],
+        ["--models=synthetic", "--batch_sizes=8", "--steps=2", "--rounds=2"],
     ),
     (
         "conv_layers: each AlexNet conv, forward + backward, by library",

@@ -60,7 +60,13 @@ _MODELS = flags.DEFINE_string(
 _BATCHES = flags.DEFINE_string(
     "batch_sizes", "", "Comma-separated batches for every model; empty: presets'."
 )
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per setting and side.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per setting, side and round.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds",
+    1,
+    "Rounds per setting, each timing ours then torch; the ratio is of the "
+    "per-side medians over rounds (the machine drifts 5-10% from minute to minute).",
+)
 _INPUT = flags.DEFINE_enum(
     "input", "config", list(INPUTS), "Input size: the config's or issue 5's."
 )
@@ -592,6 +598,7 @@ def run(
     *,
     batch_sizes: str = "",
     num_steps: int = 10,
+    rounds: int = 1,
     input_kind: str = "config",
     check_batch: int = 4,
     rtol: float = 1e-4,
@@ -601,7 +608,9 @@ def run(
     Args:
         presets: names of `PRESETS`.
         batch_sizes: comma-separated batches for every preset; empty: presets'.
-        num_steps: timed steps per side.
+        num_steps: timed steps per side and round.
+        rounds: alternations ours, torch; each side's step time is the median
+            of its rounds' medians.
         input_kind: a key of `INPUTS`.
         check_batch, rtol: `check_identity`'s batch and tolerance.
 
@@ -609,7 +618,8 @@ def run(
         {"preset", "model", "input", "batch", "params", "gflop_step" (conv +
         matmul, both sides), "xla_gflop_step", "ours_ms", "torch_ms", "ours",
         "ours_xla" (with train.cpu_library_fusions="xla"), "torch" (samples/s),
-        "ours_gflop_per_s" (XLA's count), "adam", "check" (the identity report)}.
+        "ours_gflop_per_s" (XLA's count), "ratios" (ours / torch samples/s of
+        each round), "adam", "check" (the identity report)}.
 
     Raises:
         IdentityError: a twin failed its check (nothing is timed for it).
@@ -620,8 +630,14 @@ def run(
         xla_default = copy.deepcopy(config)
         xla_default.train.cpu_library_fusions = "xla"
         for batch_size in _batches(preset, batch_sizes):
-            ours = common.measure(config, batch_size, num_steps)
-            theirs = time_torch(config, report["init"], batch_size, num_steps)
+            ours_runs, torch_runs = [], []
+            for _ in range(rounds):
+                ours_runs.append(common.measure(config, batch_size, num_steps))
+                torch_runs.append(
+                    time_torch(config, report["init"], batch_size, num_steps)
+                )
+            ours = _median_run(ours_runs)
+            theirs = _median_run(torch_runs)
             # The same step with XLA's own choice of CPU library fusions
             # (train.cpu_library_fusions; see mtl_ser/training/xla_options.py).
             ours_xla = common.measure(xla_default, batch_size, num_steps)
@@ -640,9 +656,17 @@ def run(
                 "ours_xla": ours_xla["samples_per_s"],
                 "ours_gflop_per_s": ours["gflop_per_s"],
                 "torch": theirs["samples_per_s"],
+                "ratios": [
+                    t["step_ms"] / o["step_ms"] for o, t in zip(ours_runs, torch_runs)
+                ],
                 "adam": theirs["adam"],
                 "check": report,
             }
+
+
+def _median_run(runs: list) -> dict:
+    """The run of median step time (the upper median for an even count)."""
+    return sorted(runs, key=lambda r: r["step_ms"])[len(runs) // 2]
 
 
 def print_check(preset: str, report: dict) -> None:
@@ -690,7 +714,11 @@ def main(argv):
     torch.autograd.set_detect_anomaly(False)
     presets = [p for p in _MODELS.value.split(",") if p]
     print("\n".join(settings_lines(threads)), flush=True)
-    print(f"timing: median of {_STEPS.value} steps after {_WARMUP} warm-up steps\n")
+    print(
+        f"timing: median of {_STEPS.value} steps after {_WARMUP} warm-up steps; "
+        f"{_ROUNDS.value} round(s) of ours then torch per row, each side's round "
+        "of median step time reported; 'per round' lists each round's ratio\n"
+    )
     if _CHECK_ONLY.value:
         for preset in presets:
             config = make_config(preset, _INPUT.value)
@@ -708,9 +736,9 @@ def main(argv):
     print(
         "| model | input [T, F] | batch | params | GFLOP/step conv+matmul "
         "| XLA GFLOP/step | ours samples/s | of peak | ours, xla fusions "
-        "| torch samples/s | ours / torch | xla fusions / torch |"
+        "| torch samples/s | ours / torch | per round | xla fusions / torch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     adam, checks = set(), {}
     for r in run(
         presets,
@@ -719,6 +747,7 @@ def main(argv):
         input_kind=_INPUT.value,
         check_batch=_CHECK_BATCH.value,
         rtol=_RTOL.value,
+        rounds=_ROUNDS.value,
     ):
         adam.add(r["adam"])
         checks[r["preset"]] = r["check"]
@@ -727,7 +756,9 @@ def main(argv):
             f"| {r['params']:,} | {r['gflop_step']:.2f} | {r['xla_gflop_step']:.2f} "
             f"| {r['ours']:.0f} | {r['ours_gflop_per_s'] / peak:.2f} "
             f"| {r['ours_xla']:.0f} | {r['torch']:.0f} "
-            f"| {r['ours'] / r['torch']:.2f} | {r['ours_xla'] / r['torch']:.2f} |",
+            f"| {r['ours'] / r['torch']:.2f} "
+            f"| {', '.join(f'{x:.2f}' for x in r['ratios'])} "
+            f"| {r['ours_xla'] / r['torch']:.2f} |",
             flush=True,
         )
     print(f"\ntorch Adam: {', '.join(sorted(adam))}. Identity (check_identity):")
