@@ -89,6 +89,12 @@ BENCHMARKS = (
         ["--models=synthetic", "--batch_sizes=8", "--steps=2", "--rounds=2"],
     ),
     (
+        "max_pool: the pools' gradient, autodiff vs layers.max_pool's VJP",
+        "benchmarks.max_pool",
+        ["--batch_size=64"],
+        ["--batch_size=2", "--repeats=1", "--calls=1"],
+    ),
+    (
         "conv_layers: each AlexNet conv, forward + backward, by library",
         "benchmarks.conv_layers",
         ["--model=alexnet", "--batch_size=64"],

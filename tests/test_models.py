@@ -279,6 +279,24 @@ def test_max_pool_matches_flax(shape, window, stride):
     np.testing.assert_allclose(grad_fast, grad_ref, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "window, stride", [(3, 2), (2, 2), ((3, 2), (1, 2)), (2, 3), ((2, 3), (3, 1))]
+)
+def test_max_pool_gradient_goes_to_the_first_maximum_as_torch(window, stride):
+    # Few distinct values, so most windows have ties (as after a ReLU).
+    x = jax.random.randint(jax.random.key(0), (2, 11, 9, 3), 0, 3).astype(jnp.float32)
+    cot = jax.random.normal(jax.random.key(1), layers.max_pool(x, window, stride).shape)
+    grad = jax.grad(lambda x: jnp.sum(layers.max_pool(x, window, stride) * cot))(x)
+    # torch's MaxPool2d: per window, the first strict maximum in row-major order.
+    (kh, kw), (sh, sw) = layers._pair(window), layers._pair(stride)
+    xs, cs, want = np.asarray(x), np.asarray(cot), np.zeros(x.shape, np.float32)
+    for b, i, j, c in np.ndindex(cs.shape):
+        patch = xs[b, i * sh : i * sh + kh, j * sw : j * sw + kw, c]
+        di, dj = np.unravel_index(np.argmax(patch), patch.shape)  # First maximum.
+        want[b, i * sh + di, j * sw + dj, c] += cs[b, i, j, c]
+    np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-6)
+
+
 def test_max_pool_too_small_input():
     with pytest.raises(ValueError, match="smaller than the window"):
         layers.max_pool(jnp.zeros((1, 2, 5, 1)), 3, 2)

@@ -4,6 +4,7 @@ All functions take NHWC arrays `[B, H, W, C]` with H = time and W = mel, and
 use only static shapes so they trace once per input shape under `jax.jit`.
 """
 
+import functools
 from typing import Any, Callable, Sequence, Union
 
 import jax
@@ -42,6 +43,16 @@ def _pair(value: Pair) -> tuple[int, int]:
     return int(first), int(second)
 
 
+def _window_slices(x, axis: int, window: int, stride: int, out: int) -> list:
+    """The `window` strided slices of `x` along `axis`: slice k holds element k
+    of each of the `out` windows."""
+    return [
+        jax.lax.slice_in_dim(x, k, k + stride * (out - 1) + 1, stride=stride, axis=axis)
+        for k in range(window)
+    ]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Array:
     """1-D VALID max pooling along one axis.
 
@@ -54,10 +65,7 @@ def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Arr
     Returns:
         `x` with `axis` reduced to `(n - window) // stride + 1`.
     """
-    n = x.shape[axis]
-    out = (n - window) // stride + 1
-    # The i-th strided slice holds element i of every window; their running
-    # maximum is the pool. Its gradient is elementwise selects. Both obvious
+    # The running maximum of the strided slices is the pool. Both obvious
     # alternatives are slower on XLA CPU: reduce_window's backward pass
     # (select_and_scatter), and, for non-overlapping windows, a reshape and
     # jnp.max, whose backward divides by a reduce_sum of the tie mask; XLA then
@@ -65,13 +73,64 @@ def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Arr
     # the incoming gradient, and YNNPACK's convolutions are the slow ones here
     # (the VGG-11/2 train step was 1.12x slower at batch 64;
     # tests/test_xla_options.py checks that no convolution goes there).
-    result = None
-    for i in range(window):
-        part = jax.lax.slice_in_dim(
-            x, i, i + stride * (out - 1) + 1, stride=stride, axis=axis
-        )
-        result = part if result is None else jnp.maximum(result, part)
+    out = (x.shape[axis] - window) // stride + 1
+    parts = _window_slices(x, axis, window, stride, out)
+    result = parts[0]
+    for part in parts[1:]:
+        result = jnp.maximum(result, part)
     return result
+
+
+def _max_pool_axis_fwd(x, axis, window, stride):
+    result = _max_pool_axis(x, axis, window, stride)
+    return result, (x, result)
+
+
+def _max_pool_axis_bwd(axis, window, stride, residuals, g):
+    """The input gradient: each window's gradient to its first maximum.
+
+    Autodiff of the running maximum pads every slice's gradient back into
+    the input with interior padding (a strided scatter), whose loop XLA CPU
+    runs at about a quarter of this one's speed (benchmarks/max_pool.py). Here
+    element k = stride * q + r of window i lands on input stride * (i + q) + r:
+    for each r the contributions are summed at offsets q (edge padding only),
+    and the `stride` sums are interleaved by a stack and a reshape.
+    """
+    x, result = residuals
+    n, out = x.shape[axis], result.shape[axis]
+    taken = None  # The windows whose maximum an earlier element already was.
+    grads = []
+    for part in _window_slices(x, axis, window, stride, out):
+        first = part == result
+        if taken is not None:
+            first = first & ~taken
+        taken = first if taken is None else taken | first
+        grads.append(jnp.where(first, g, jnp.zeros_like(g)))
+    shifts = (window - 1) // stride
+    length = out + shifts  # Per residue r: input positions stride * t + r.
+    residues = []
+    for r in range(stride):
+        total = jnp.zeros_like(g, shape=_with(result.shape, axis, length))
+        for q in range(shifts + 1):
+            if stride * q + r < window:
+                pad = [(0, 0)] * x.ndim
+                pad[axis] = (q, length - out - q)
+                total = total + jnp.pad(grads[stride * q + r], pad)
+        residues.append(total)
+    grad = jnp.stack(residues, axis=axis + 1)
+    grad = grad.reshape(_with(result.shape, axis, length * stride))
+    if length * stride >= n:
+        return (jax.lax.slice_in_dim(grad, 0, n, axis=axis),)
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, n - length * stride)
+    return (jnp.pad(grad, pad),)
+
+
+_max_pool_axis.defvjp(_max_pool_axis_fwd, _max_pool_axis_bwd)
+
+
+def _with(shape, axis: int, size: int) -> tuple:
+    return shape[:axis] + (size,) + shape[axis + 1 :]
 
 
 def max_pool(x: jax.Array, window: Pair, stride: Pair) -> jax.Array:
@@ -79,10 +138,10 @@ def max_pool(x: jax.Array, window: Pair, stride: Pair) -> jax.Array:
 
     Same values as `flax.linen.max_pool(x, window, stride, "VALID")` and torch's
     `MaxPool2d(window, stride)` (no padding, floor mode). The max is separable,
-    so H and W are pooled one after the other. Gradients also match for inputs
-    without ties inside a window; with ties the gradient is split among them
-    (jnp.maximum's rule: half to each of two equal elements) instead of going to
-    one element.
+    so H and W are pooled one after the other. Gradients match torch's: each
+    window's gradient goes to its first maximum in row-major order (the lowest
+    H, then the lowest W), also when the window has ties (Flax's autodiff of
+    reduce_window agrees where there are none).
 
     Args:
         x: input `[B, H, W, C]`.
