@@ -295,6 +295,11 @@ def test_max_pool_gradient_goes_to_the_first_maximum_as_torch(window, stride):
         di, dj = np.unravel_index(np.argmax(patch), patch.shape)  # First maximum.
         want[b, i * sh + di, j * sw + dj, c] += cs[b, i, j, c]
     np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-6)
+    # Flax's reduce_window gradient (select_and_scatter) picks the same element.
+    flax_grad = jax.grad(
+        lambda x: jnp.sum(nn.max_pool(x, (kh, kw), (sh, sw), "VALID") * cot)
+    )(x)
+    np.testing.assert_allclose(grad, flax_grad, rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_too_small_input():

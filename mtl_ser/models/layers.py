@@ -138,10 +138,9 @@ def max_pool(x: jax.Array, window: Pair, stride: Pair) -> jax.Array:
 
     Same values as `flax.linen.max_pool(x, window, stride, "VALID")` and torch's
     `MaxPool2d(window, stride)` (no padding, floor mode). The max is separable,
-    so H and W are pooled one after the other. Gradients match torch's: each
+    so H and W are pooled one after the other. Gradients match both too: each
     window's gradient goes to its first maximum in row-major order (the lowest
-    H, then the lowest W), also when the window has ties (Flax's autodiff of
-    reduce_window agrees where there are none).
+    H, then the lowest W), also when the window has ties.
 
     Args:
         x: input `[B, H, W, C]`.
