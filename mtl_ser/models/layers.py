@@ -91,7 +91,7 @@ def _max_pool_axis_bwd(axis, window, stride, residuals, g):
 
     Autodiff of the running maximum pads every slice's gradient back into
     the input with interior padding (a strided scatter), whose loop XLA CPU
-    runs at about a quarter of this one's speed (benchmarks/max_pool.py). Here
+    runs at about a third of this one's speed (benchmarks/max_pool.py). Here
     element k = stride * q + r of window i lands on input stride * (i + q) + r:
     for each r the contributions are summed at offsets q (edge padding only),
     and the `stride` sums are interleaved by a stack and a reshape.
