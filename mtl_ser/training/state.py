@@ -102,18 +102,18 @@ def init_state(
         weighting_state=weighting_state,
         rng=state_rng,
         faults=init_faults(num_tasks),
-        ema=_variables(params["model"], batch_stats) if ema else None,
+        ema=model_variables(params["model"], batch_stats) if ema else None,
     )
 
 
-def _variables(params, batch_stats) -> dict:
+def model_variables(params, batch_stats) -> dict:
     """Flax variables: {"params"}, with "batch_stats" when there are any."""
     return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
 
 def live_variables(state) -> dict:
     """The model's Flax variables as trained (not averaged)."""
-    return _variables(state.params["model"], state.batch_stats)
+    return model_variables(state.params["model"], state.batch_stats)
 
 
 def eval_variables(state) -> dict:

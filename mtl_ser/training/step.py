@@ -14,9 +14,7 @@ from mtl_ser.training import state as state_lib
 
 def _apply(model, state, params, x, *, train, rng=None):
     """Runs the model; returns (outputs, embedding, new batch_stats)."""
-    variables = {"params": params["model"]}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
+    variables = state_lib.model_variables(params["model"], state.batch_stats)
     rngs = {"dropout": rng} if rng is not None else None
     if train and state.batch_stats:
         (outputs, embedding), updates = model.apply(
@@ -237,12 +235,11 @@ def _rep_grads(
     LibMTL's rep_grad mode (the "-UB" variants) does.
     """
     num_tasks = len(tasks)
-    variables_extra = {"batch_stats": state.batch_stats} if state.batch_stats else {}
     mutable = ["batch_stats"] if state.batch_stats else False
 
     def trunk_fn(model_params):
         result = model.apply(
-            {"params": model_params, **variables_extra},
+            state_lib.model_variables(model_params, state.batch_stats),
             batch["x"],
             train=True,
             rngs={"dropout": rng},
@@ -384,11 +381,12 @@ def train_step(
         opt_state=opt_state,
         weighting_state=weighting_state,
         faults=_record_faults(state.faults, finite, state.step, losses, grad_norm),
-    )
-    new_state = new_state.replace(
         ema=state_lib.update_ema(
-            state.ema, state_lib.live_variables(new_state), state.step, ema_decay
-        )
+            state.ema,
+            state_lib.model_variables(params["model"], batch_stats),
+            state.step,
+            ema_decay,
+        ),
     )
     metrics = {
         "train/loss/total": total,
