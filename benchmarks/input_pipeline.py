@@ -90,9 +90,7 @@ def time_cache_build(config) -> dict:
     }
 
 
-def time_pipeline(
-    config, data, *, workers, threads, augment, batches, warmup
-) -> dict:
+def time_pipeline(config, data, *, workers, threads, augment, batches, warmup) -> dict:
     """batches/s of the training pipeline: `workers` processes, `threads` each.
 
     Returns:
@@ -135,9 +133,7 @@ def _same(a, b) -> bool:
     )
 
 
-def run(
-    config, *, corpus_dir, workers, threads, batches, warmup, step_steps
-) -> dict:
+def run(config, *, corpus_dir, workers, threads, batches, warmup, step_steps) -> dict:
     """Every measurement of this benchmark; see the module docstring.
 
     Args:

@@ -73,7 +73,7 @@ def main(argv):
             jax.block_until_ready(fn(x, cot))
         times = ([], [])
         for _ in range(repeats):
-            for fn, record in zip(fns, times):
+            for fn, record in zip(fns, times, strict=True):
                 start = time.perf_counter()
                 for _ in range(calls):
                     out = fn(x, cot)

@@ -657,7 +657,8 @@ def run(
                 "ours_gflop_per_s": ours["gflop_per_s"],
                 "torch": theirs["samples_per_s"],
                 "ratios": [
-                    t["step_ms"] / o["step_ms"] for o, t in zip(ours_runs, torch_runs)
+                    t["step_ms"] / o["step_ms"]
+                    for o, t in zip(ours_runs, torch_runs, strict=True)
                 ],
                 "adam": theirs["adam"],
                 "check": report,

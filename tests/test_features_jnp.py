@@ -88,8 +88,13 @@ def test_pieces_of_a_large_batch_match_clip_by_clip(tmp_path):
     from mtl_ser.data import features
 
     params = dict(
-        sample_rate=SR, n_fft=512, hop_length=160, n_mels=64, fmin=50.0,
-        fmax=8000.0, top_db=80.0,
+        sample_rate=SR,
+        n_fft=512,
+        hop_length=160,
+        n_mels=64,
+        fmin=50.0,
+        fmax=8000.0,
+        top_db=80.0,
     )
     clips = _clips()
     rng = np.random.default_rng(1)
@@ -105,9 +110,18 @@ def test_pieces_of_a_large_batch_match_clip_by_clip(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", _PIECES_SCRIPT, str(tmp_path / "waves.npy"),
-         str(tmp_path / "pieces.npy")],
-        cwd=root, env=env, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            _PIECES_SCRIPT,
+            str(tmp_path / "waves.npy"),
+            str(tmp_path / "pieces.npy"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.split() == ["1", "3"]  # One device: one FFT per piece.
     pieces = np.load(tmp_path / "pieces.npy")
