@@ -110,6 +110,9 @@ def get_config(arg=None):
     c.model.hidden = 4096  # Hidden FC size at width 1 (torchvision: 4096).
     c.model.dropout = 0.5  # Dropout before each hidden FC layer, as the originals.
     c.model.batch_norm = False  # BatchNorm after each conv.
+    # Time derivatives of the normalised log-mels added as input channels (HTK
+    # regression over +-2 frames): 0 none, 1 deltas, 2 deltas and accelerations.
+    c.model.deltas = 0
     c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (params f32).
 
     # Automatic loss weighting (mtl_ser.weighting.METHODS).

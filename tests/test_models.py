@@ -212,6 +212,59 @@ def test_alexnet_minimum_input_size():
         _init_shapes(models.make_model("vgg11", HEADS, **SMALL), (1, 31, 64, 1))
 
 
+def _htk_deltas(c):
+    """HTK's regression deltas over +-2 frames along axis 1, frames repeated
+    at the edges, written as the textbook sum."""
+    t = c.shape[1]
+    out = np.zeros_like(c)
+    for i in range(t):
+        for n in (1, 2):
+            ahead, behind = c[:, min(i + n, t - 1)], c[:, max(i - n, 0)]
+            out[:, i] += n * (ahead - behind) / 10.0
+    return out
+
+
+def test_time_deltas_are_htk_regression_deltas_as_channels():
+    x = np.asarray(jax.random.normal(_key(0), (2, 9, 5, 1)))
+    got = np.asarray(layers.time_deltas(jnp.asarray(x), 2))
+    assert got.shape == (2, 9, 5, 3)
+    np.testing.assert_array_equal(got[..., :1], x)
+    deltas = _htk_deltas(x)
+    np.testing.assert_allclose(got[..., 1:2], deltas, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[..., 2:], _htk_deltas(deltas), rtol=1e-5, atol=1e-6)
+    # A ramp of slope 3 has delta 3 away from the edges, acceleration 0 there.
+    ramp = jnp.broadcast_to(3.0 * jnp.arange(12.0)[None, :, None, None], (1, 12, 2, 1))
+    ramp_out = layers.time_deltas(ramp, 2)
+    np.testing.assert_allclose(ramp_out[0, 2:-2, :, 1], 3.0, rtol=1e-6)
+    np.testing.assert_allclose(ramp_out[0, 4:-4, :, 2], 0.0, atol=1e-6)
+    np.testing.assert_array_equal(layers.time_deltas(ramp, 0), ramp)
+    with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
+        layers.time_deltas(ramp, 3)
+
+
+@pytest.mark.parametrize("name", ("alexnet", "vgg11"))
+def test_deltas_feed_the_trunk_as_extra_input_channels(name):
+    model = models.make_model(name, HEADS, deltas=2, **SMALL)
+    x = jax.random.normal(_key(1), (2, 64, 64, 1))
+    variables = model.init({"params": _key(0)}, x, train=False)
+    conv1 = variables["params"]["trunk"]["conv1"]["kernel"]
+    assert conv1.shape[2] == 3
+    # The delta channels' weights matter: zeroing them changes the outputs.
+    outputs, _ = model.apply(variables, x, train=False)
+    zeroed = jax.tree_util.tree_map(lambda v: v, variables)
+    zeroed["params"]["trunk"]["conv1"]["kernel"] = conv1.at[:, :, 1:].set(0.0)
+    outputs_zeroed, _ = model.apply(zeroed, x, train=False)
+    assert not np.allclose(outputs["emotion"], outputs_zeroed["emotion"])
+    # With them zeroed, the model is the plain one with the same weights.
+    plain = models.make_model(name, HEADS, **SMALL)
+    plain_vars = jax.tree_util.tree_map(lambda v: v, zeroed)
+    plain_vars["params"]["trunk"]["conv1"]["kernel"] = conv1[:, :, :1]
+    outputs_plain, _ = plain.apply(plain_vars, x, train=False)
+    np.testing.assert_allclose(
+        outputs_plain["emotion"], outputs_zeroed["emotion"], rtol=1e-5, atol=1e-6
+    )
+
+
 def _torch_adaptive_avg_pool(x, out_h, out_w):
     """Direct numpy transcription of torch's AdaptiveAvgPool2d on NHWC."""
     _, height, width, _ = x.shape

@@ -30,7 +30,9 @@ def _steps(exp, num_steps, *, same_batch=False):
     return state, history
 
 
-def test_train_step_decreases_the_loss_on_a_tiny_batch(smoke_config):
+@pytest.mark.parametrize("deltas", (0, 2))
+def test_train_step_decreases_the_loss_on_a_tiny_batch(smoke_config, deltas):
+    smoke_config.model.deltas = deltas  # 2: three input channels.
     smoke_config.weighting.name = "equal"
     smoke_config.model.dropout = 0.0
     smoke_config.optim.learning_rate = 1e-3
@@ -42,6 +44,8 @@ def test_train_step_decreases_the_loss_on_a_tiny_batch(smoke_config):
     assert last["train/loss/total"] < 0.8 * first["train/loss/total"]
     assert last["train/loss/emotion"] < first["train/loss/emotion"]
     assert first["train/weight/emotion"] == 1.0
+    conv1 = exp.state.params["model"]["trunk"]["conv1"]["kernel"]
+    assert conv1.shape[2] == deltas + 1
 
 
 def test_sharded_step_on_4_devices_equals_1_device(smoke_config):
@@ -96,7 +100,7 @@ def test_ema_averages_the_live_variables_and_evaluation_uses_it(smoke_config):
         state, _ = exp.train_fn(state, batch)
         live = state_lib.live_variables(jax.device_get(state))
         d = min(0.5, (1 + step) / (10 + step))
-        want = jax.tree.map(lambda e, v: d * e + (1 - d) * v, want, live)
+        want = jax.tree.map(lambda e, v, d=d: d * e + (1 - d) * v, want, live)
     got = jax.device_get(state.ema)
     assert set(got) == {"params", "batch_stats"}
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)

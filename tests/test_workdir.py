@@ -32,13 +32,18 @@ def test_runtime_only_fields_may_change_or_be_new(tmp_path):
         workdir_lib.check_config(path, changed, allow_change=False)
 
 
-def test_a_field_newer_than_the_workdir_at_its_old_behaviour_resumes(tmp_path):
-    # Saved before train.ema_decay existed: 0.0 (off) is what it trained with.
-    path = _saved(tmp_path, {"train": {"num_steps": 10}})
-    workdir_lib.check_config(
-        path, {"train": {"num_steps": 10, "ema_decay": 0.0}}, allow_change=False
-    )
-    with pytest.raises(workdir_lib.WorkdirError, match="train.ema_decay"):
-        workdir_lib.check_config(
-            path, {"train": {"num_steps": 10, "ema_decay": 0.99}}, allow_change=False
-        )
+@pytest.mark.parametrize(
+    "section, field, old, new",
+    [("train", "ema_decay", 0.0, 0.99), ("model", "deltas", 0, 2)],
+)
+def test_a_field_newer_than_the_workdir_at_its_old_behaviour_resumes(
+    tmp_path, section, field, old, new
+):
+    # Saved before the field existed: `old` is what it trained with.
+    path = _saved(tmp_path, {"train": {"num_steps": 10}, "model": {"width": 0.25}})
+    saved = {"train": {"num_steps": 10}, "model": {"width": 0.25}}
+    saved[section][field] = old
+    workdir_lib.check_config(path, saved, allow_change=False)
+    saved[section][field] = new
+    with pytest.raises(workdir_lib.WorkdirError, match=f"{section}.{field}"):
+        workdir_lib.check_config(path, saved, allow_change=False)

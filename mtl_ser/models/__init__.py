@@ -43,6 +43,7 @@ def make_model(
     hidden: int = 4096,
     dropout: float = 0.5,
     batch_norm: bool = False,
+    deltas: int = 0,
     dtype: Any = jnp.float32,
 ) -> MultiTaskModel:
     """Builds a registered trunk with one head per task.
@@ -54,6 +55,7 @@ def make_model(
         hidden: hidden Dense size of the trunk at width 1.
         dropout: trunk dropout rate.
         batch_norm: whether the trunk uses BatchNorm after each conv.
+        deltas: time-derivative orders added as input channels (0, 1 or 2).
         dtype: computation dtype; parameters stay float32.
 
     Returns:
@@ -74,4 +76,4 @@ def make_model(
         dtype=dtype,
     )
     head_sizes = tuple((str(task), int(size)) for task, size in head_sizes)
-    return MultiTaskModel(trunk=trunk, head_sizes=head_sizes)
+    return MultiTaskModel(trunk=trunk, head_sizes=head_sizes, deltas=int(deltas))

@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from mtl_ser.models import layers
+
 
 def _check_head_sizes(head_sizes: tuple[tuple[str, int], ...]) -> None:
     """Raises ValueError for empty, duplicate or non-positive task heads."""
@@ -35,10 +37,14 @@ class MultiTaskModel(nn.Module):
         trunk: module mapping `(x, train=...)` to an embedding `[B, D]`.
         head_sizes: `(task name, output size)` pairs; the size is the number of
           classes for classification and 1 for regression.
+        deltas: time derivatives appended to the input as channels before the
+          trunk (`layers.time_deltas`): 0 none, 1 deltas, 2 deltas and
+          accelerations.
     """
 
     trunk: nn.Module
     head_sizes: tuple[tuple[str, int], ...]
+    deltas: int = 0
 
     def setup(self):
         _check_head_sizes(self.head_sizes)
@@ -58,6 +64,8 @@ class MultiTaskModel(nn.Module):
 
     def embed(self, x: jax.Array, *, train: bool) -> jax.Array:
         """The shared representation: float32 trunk output `[B, D]`."""
+        if self.deltas:
+            x = layers.time_deltas(x, self.deltas)  # [B, T, F, C * (deltas + 1)]
         return self.trunk(x, train=train).astype(jnp.float32)
 
     def heads(self, embedding: jax.Array) -> dict[str, jax.Array]:

@@ -210,6 +210,36 @@ def adaptive_avg_pool(x: jax.Array, output_size: Pair) -> jax.Array:
     return _adaptive_avg_pool_axis(x, 2, out_w)  # [B, oh, ow, C]
 
 
+def time_deltas(x: jax.Array, order: int) -> jax.Array:
+    """Appends time derivatives of the input as channels (HTK regression deltas).
+
+    Each order is `d_t = sum_{n=1..2} n (c_{t+n} - c_{t-n}) / 10` of the one
+    before, with the first and last frames repeated at the edges (HTK's
+    delta and acceleration coefficients).
+
+    Args:
+        x: input `[B, T, F, C]` (T = time).
+        order: 0 (returns `x`), 1 (deltas) or 2 (deltas and accelerations).
+
+    Returns:
+        `[B, T, F, C * (order + 1)]`: `x`, then each order's channels.
+    """
+    if order not in (0, 1, 2):
+        raise ValueError(f"time_deltas: order must be 0, 1 or 2, got {order}")
+    channels, prev = [x], x
+    for _ in range(order):
+        t = prev.shape[1]
+        edges = [(0, 0)] * prev.ndim
+        edges[1] = (2, 2)
+        padded = jnp.pad(prev, edges, mode="edge")  # [B, T + 4, F, C]
+        prev = (
+            2.0 * (padded[:, 4 : 4 + t] - padded[:, :t])
+            + (padded[:, 3 : 3 + t] - padded[:, 1 : 1 + t])
+        ) / 10.0
+        channels.append(prev)
+    return jnp.concatenate(channels, axis=-1)
+
+
 def check_input(x: jax.Array, min_size: int, trunk: str) -> None:
     """Raises a readable error for inputs a trunk cannot process.
 

@@ -33,6 +33,10 @@ def validate_config(config):
     )
     _require(c.model.width > 0, f"model.width={c.model.width}: must be > 0")
     _require(
+        c.model.deltas in (0, 1, 2),
+        f"model.deltas={c.model.deltas}: choose 0, 1 (deltas) or 2 (and accelerations)",
+    )
+    _require(
         c.model.dtype in ("float32", "bfloat16"),
         f"model.dtype={c.model.dtype!r}: choose 'float32' or 'bfloat16'",
     )

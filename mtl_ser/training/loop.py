@@ -65,6 +65,7 @@ def build_steps(
         hidden=c.model.hidden,
         dropout=c.model.dropout,
         batch_norm=c.model.batch_norm,
+        deltas=c.model.deltas,
         dtype=jnp.dtype(c.model.dtype),
     )
     if method is None:
