@@ -28,10 +28,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (resumes if it exist
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate", "sweep", "cv", "prepare", "predict"],
+    ["train", "evaluate", "sweep", "cv", "prepare", "predict", "ensemble"],
     "What to do (cv: every fold of split.protocol, then the table; prepare: a "
     "summary of the corpus; predict: the workdir's best checkpoint on the wav "
-    "files, folders and manifests given after the flags).",
+    "files, folders and manifests given after the flags; ensemble: the mean "
+    "predictions of the runs or CV workdirs given after the flags, scored in "
+    "--workdir).",
 )
 _PRINT_COMMANDS = flags.DEFINE_bool(
     "sweep.print_commands",
@@ -77,6 +79,8 @@ def main(argv):
             _exit(EXIT_CONFIG, f"Flag error: --mode={_MODE.value} needs --workdir")
         if _MODE.value == "predict":
             return _predict(config, _WORKDIR.value, argv[1:])
+        if _MODE.value == "ensemble":
+            return _ensemble(config, _WORKDIR.value, argv[1:])
         if _MODE.value == "sweep":
             return _sweep(config)
         if _MODE.value == "cv":
@@ -189,6 +193,29 @@ def _predict(config, workdir, inputs):
             f"({predictor.checkpoint[0]} checkpoint, step "
             f"{predictor.checkpoint[1]}): {', '.join(written)}"
         )
+
+
+def _ensemble(config, workdir, members):
+    """Scores the mean predictions of `members` (runs or CVs) in `workdir`."""
+    from mtl_ser import cv, ensemble
+    from mtl_ser.outputs import report
+
+    if config is not None:
+        _exit(
+            EXIT_CONFIG,
+            "Flag error: --mode=ensemble reads the members' saved configs; "
+            "drop --config",
+        )
+    try:
+        out = ensemble.ensemble(members, workdir)
+    except ensemble.EnsembleError as e:
+        _exit(EXIT_CONFIG, f"Ensemble error: {e}")
+    if out["kind"] == "run":
+        print(report.results_table(out["results"]))
+        print(f"Results: {workdir}/results.json")
+        return
+    print(cv.write(out["summary"], workdir, out["main_task"]))
+    print(f"Tables: {workdir}/cv.md, {workdir}/cv_results.json")
 
 
 def _sweep(config):

@@ -169,6 +169,11 @@ def get_config(arg=None):
     c.train.checkpoint_every = 500  # Steps between checkpoints of the latest state.
     c.train.keep_checkpoints = 2  # Latest checkpoints kept (the best is kept apart).
     c.train.best_metric = "val/ua/emotion"  # Chooses the best checkpoint (max).
+    # The state the final evaluation (results.json, test metrics, prediction)
+    # uses: "best" (the best_metric checkpoint) or "last" (the final state; no
+    # best checkpoint is kept, validation only draws the curves). With one
+    # validation speaker, "best" can pick an early step by luck.
+    c.train.evaluate_at = "best"
     # Evaluation (validation, best checkpoint, test, prediction, analysis) uses
     # exponential moving averages of the model's parameters and BatchNorm
     # statistics with this decay (e.g. 0.999), updated after every step; the

@@ -182,3 +182,32 @@ def test_run_writes_metrics_results_and_checkpoints(smoke_config, tmp_path):
     again = loop.evaluate_workdir(smoke_config, workdir)
     assert again["scalars"] == results["scalars"]
     assert again["best_step"] == results["best_step"]
+
+
+def test_evaluate_at_last_scores_the_final_state_and_keeps_no_best(
+    smoke_config, tmp_path
+):
+    from mtl_ser import Predictor
+    from mtl_ser.outputs import report
+
+    smoke_config.train.evaluate_at = "last"
+    workdir = str(tmp_path / "run")
+    results = loop.train_and_evaluate(smoke_config, workdir)
+    assert results["best_step"] is None
+    assert not os.listdir(os.path.join(workdir, "best"))
+    # The final state is the last checkpoint: scoring it again gives the same.
+    exp = loop.Experiment(smoke_config, verbose=False)
+    ckpt = checkpointing.Checkpointer(
+        workdir, keep=2, best_metric=smoke_config.train.best_metric
+    )
+    assert ckpt.latest_step() == smoke_config.train.num_steps
+    state = ckpt.restore_latest(exp.state, exp.train_iterator())
+    ckpt.close()
+    scalars, _ = exp.evaluate(state, "test", "test")
+    assert scalars == {k: v for k, v in results["scalars"].items() if "test/" in k}
+    assert Predictor(workdir, verbose=False).checkpoint == (
+        "latest",
+        smoke_config.train.num_steps,
+    )
+    text = open(report.write_report(workdir, smoke_config, results)).read()
+    assert f"evaluated at the last step ({smoke_config.train.num_steps})" in text

@@ -179,6 +179,13 @@ def _gradcam(workdir, config, arrays) -> list[str]:
     return lines
 
 
+def _evaluated(config, results: dict) -> str:
+    """Which state the final evaluation used, in words."""
+    if results["best_step"] is None:
+        return f"the last step ({results['step']})"
+    return f"step {results['best_step']} (best `{config.train.best_metric}`)"
+
+
 def write_report(workdir: str, config, results: dict) -> str:
     """Writes `<workdir>/report.md` (and its PNGs) and returns its path."""
     lines = [
@@ -187,8 +194,8 @@ def write_report(workdir: str, config, results: dict) -> str:
         f"Corpus `{config.corpus.name}`, model `{config.model.name}` "
         f"(width {config.model.width}, {results['num_params']:,} parameters), "
         f"tasks `{config.tasks}`, weighting `{config.weighting.name}`, "
-        f"{results['step']} steps; evaluated at step {results['best_step']} "
-        f"(best `{config.train.best_metric}`). Metrics are utterance-level.",
+        f"{results['step']} steps; evaluated at {_evaluated(config, results)}. "
+        "Metrics are utterance-level.",
         "",
         "| split | task | metric | value |",
         "|---|---|---|---|",

@@ -33,6 +33,10 @@ def validate_config(config):
     )
     _require(c.model.width > 0, f"model.width={c.model.width}: must be > 0")
     _require(
+        c.train.evaluate_at in ("best", "last"),
+        f"train.evaluate_at={c.train.evaluate_at!r}: choose 'best' or 'last'",
+    )
+    _require(
         c.model.deltas in (0, 1, 2),
         f"model.deltas={c.model.deltas}: choose 0, 1 (deltas) or 2 (and accelerations)",
     )

@@ -8,6 +8,8 @@ training curves draw both) but is not the same number: the training loss is
 per window, on standardised regression targets, and may be 1 - CCC.
 """
 
+import os
+
 import jax
 import numpy as np
 
@@ -112,3 +114,50 @@ def utterance_loss(task, y_true: np.ndarray, pred: np.ndarray) -> float:
         p = np.take_along_axis(pred, np.asarray(y_true)[:, None], axis=1)[:, 0]
         return float(-np.mean(np.log(np.maximum(p, _MIN_PROBABILITY))))
     return float(np.mean(np.square(np.asarray(pred) - np.asarray(y_true))))
+
+
+# Each run's utterance-level predictions of its chosen checkpoint, beside
+# results.json (final evaluation); what `mtl_ser.ensemble` averages.
+PREDICTIONS = "predictions.npz"
+
+
+def write_predictions(path: str, tasks, named: dict) -> None:
+    """Saves utterance-level predictions with their labels (process 0 only).
+
+    Args:
+      path: the .npz file, written atomically (temp + rename).
+      tasks: the run's Tasks.
+      named: split name -> (pipeline.SplitData, predict_split's output in
+        label units).
+
+    The file holds, per split: `<split>/uids`, and per task
+    `<split>/<task>/pred` ([N, C] probabilities or [N] values),
+    `<split>/<task>/label` and `<split>/<task>/mask` (tasks.encode_labels).
+    """
+    if jax.process_index() != 0:
+        return
+    arrays = {}
+    for name, (split, preds) in named.items():
+        arrays[f"{name}/uids"] = np.asarray(split.uids, dtype=str)
+        for task in tasks:
+            arrays[f"{name}/{task.name}/pred"] = np.asarray(preds[task.name])
+            arrays[f"{name}/{task.name}/label"] = np.asarray(split.labels[task.name])
+            arrays[f"{name}/{task.name}/mask"] = np.asarray(split.masks[task.name])
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(path + ".tmp", path)
+
+
+def read_predictions(path: str) -> dict:
+    """write_predictions' file as {split: {"uids": [N], task: {"pred", "label",
+    "mask"}}}."""
+    out = {}
+    with np.load(path) as f:
+        for key in f.files:
+            split, _, rest = key.partition("/")
+            if rest == "uids":
+                out.setdefault(split, {})["uids"] = f[key]
+            else:
+                task, _, field = rest.rpartition("/")
+                out.setdefault(split, {}).setdefault(task, {})[field] = f[key]
+    return out

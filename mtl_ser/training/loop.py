@@ -207,18 +207,26 @@ class Experiment:
             ds = ds.mp_prefetch(options)
         return iter(ds)
 
-    def evaluate(self, state, split_name: str, prefix: str):
-        """(scalars named prefix/metric/task, confusion matrices) of a split."""
-        c, split = self.config, self.data.splits[split_name]
+    def predict(self, state, split_name: str) -> dict:
+        """A split's utterance-level predictions, in label units."""
         preds = evaluate.predict_split(
             self.eval_fn,
             state,
-            split,
+            self.data.splits[split_name],
             self.data,
             self.mesh,
-            **evaluate.windowing(c.data),
+            **evaluate.windowing(self.config.data),
         )
-        preds = self.data.unstandardise(preds)
+        return self.data.unstandardise(preds)
+
+    def evaluate(self, state, split_name: str, prefix: str, *, preds=None):
+        """(scalars named prefix/metric/task, confusion matrices) of a split.
+
+        `preds`: the split's predictions when already made (`predict`).
+        """
+        if preds is None:
+            preds = self.predict(state, split_name)
+        split = self.data.splits[split_name]
         return evaluate.split_metrics(prefix, self.tasks, split, preds)
 
 
@@ -351,7 +359,8 @@ class _Loop:
             if run_eval:
                 scalars, _ = exp.evaluate(state, "val", "val")
                 writer.write(done, scalars)
-                ckpt.save_best(done, state, scalars)
+                if c.train.evaluate_at == "best":
+                    ckpt.save_best(done, state, scalars)
                 if jax.process_index() == 0:  # tqdm.write ignores `disable`.
                     bar.write(
                         f"step {done}: {c.train.best_metric} = "
@@ -402,22 +411,29 @@ class _Loop:
 
 
 def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
-    """Evaluates the best checkpoint (or `state`) on the val and test splits.
+    """Evaluates the best checkpoint (or `state`: with train.evaluate_at="last",
+    or before any best checkpoint) on the val and test splits.
 
-    Also writes `<workdir>/analysis.npz` for report.md's figures (see
-    outputs/analysis; with report.figures on).
+    Also writes `<workdir>/predictions.npz` (each utterance's predictions,
+    for ensembles; evaluate.write_predictions) and `<workdir>/analysis.npz`
+    for report.md's figures (see outputs/analysis; with report.figures on).
     """
-    best = ckpt.restore_best(state)
+    best = ckpt.restore_best(state) if exp.config.train.evaluate_at == "best" else None
     chosen = best if best is not None else state
-    scalars, confusion = {}, {}
+    scalars, confusion, named = {}, {}, {}
     for split in ("val", "test"):
-        s, conf = exp.evaluate(chosen, split, split)
+        preds = exp.predict(chosen, split)
+        s, conf = exp.evaluate(chosen, split, split, preds=preds)
         scalars.update(s)
         confusion[split] = conf
+        named[split] = (exp.data.splits[split], preds)
+    evaluate.write_predictions(
+        os.path.join(workdir, evaluate.PREDICTIONS), exp.tasks, named
+    )
     analysis.write_analysis(exp, chosen, workdir)
     return {
         "step": int(jax.device_get(state.step)),
-        "best_step": ckpt.best.best_step(),
+        "best_step": ckpt.best.best_step() if best is not None else None,
         "scalars": scalars,
         "confusion": confusion,
         "classes": {t.name: list(t.classes) for t in exp.tasks if t.classes},

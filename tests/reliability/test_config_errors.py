@@ -28,6 +28,7 @@ ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
         ({"train.nan_task": "gender2"}, "train.nan_task='gender2'"),
         ({"train.ema_decay": 1.0}, "train.ema_decay=1.0"),
         ({"model.deltas": 3}, "model.deltas=3"),
+        ({"train.evaluate_at": "final"}, "train.evaluate_at='final'"),
         ({"data.bad_audio": "skip"}, "data.bad_audio='skip'"),
         (
             {"train.cpu_library_fusions": "dot,convolution"},
