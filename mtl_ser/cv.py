@@ -24,6 +24,7 @@ import numpy as np
 from mtl_ser import sweeps
 from mtl_ser.data import corpora, splits
 from mtl_ser.outputs import plots, report
+from mtl_ser.training import metrics as metrics_lib
 
 
 def folds_of(config) -> list[splits.Fold]:
@@ -108,9 +109,25 @@ def summarise(folds: Sequence[splits.Fold], workdir: str) -> dict:
         "folds": rows,
         "mean": {k: float(v.mean()) for k, v in values.items()},
         "std": {k: float(v.std()) for k, v in values.items()},
+        "pooled": pooled(confusion, classes),
         "confusion": confusion,
         "classes": classes,
     }
+
+
+# Metrics of all test utterances together (the summed confusion matrix).
+POOLED = ("ua", "wa", "macro_f1")
+
+
+def pooled(confusion: dict, classes: dict) -> dict:
+    """`POOLED` metrics of the confusion matrices summed over folds, named
+    `metric/task`: every test utterance counts once, whichever fold tested it
+    (the mean over folds weighs each fold, i.e. speaker, equally instead)."""
+    out = {}
+    for task, matrix in confusion.items():
+        m = metrics_lib.confusion_metrics(np.asarray(matrix), classes[task])
+        out.update({f"{k}/{task}": m[k] for k in POOLED})
+    return out
 
 
 def bar_metric(summary: dict, main_task: str) -> "str | None":
@@ -194,6 +211,17 @@ def markdown(summary: dict, main_task: str, *, figures: bool = False) -> str:
     main += [f"f1_{c}" for c in classes]
     main = [m for m in main if f"{m}/{main_task}" in mean]
     out = [_table(f"{main_task}", main, main_task, folds, mean, std)]
+    pooled_main = {
+        k: v
+        for k, v in summary.get("pooled", {}).items()
+        if k.endswith(f"/{main_task}")
+    }
+    if pooled_main:
+        cells = ", ".join(f"{k.split('/')[0]} {v:.3f}" for k, v in pooled_main.items())
+        out.append(
+            f"Pooled over the folds ({main_task}, every test utterance once, from "
+            f"the summed confusion): {cells}."
+        )
     others = sorted(
         {k.split("/", 1)[1] for k in mean if not k.endswith(f"/{main_task}")}
     )

@@ -109,9 +109,16 @@ def test_cv_mode_runs_every_fold_resumes_and_writes_the_table(
     # Every utterance is tested exactly once: 6 speakers x 8 utterances.
     assert np.sum(summary["confusion"]["emotion"]) == 48
     assert np.sum(summary["confusion"]["gender"]) == 48
+    # Pooled: recall of each class over all 48 test utterances, averaged.
+    summed = np.asarray(summary["confusion"]["emotion"], np.float64)
+    recall = np.diag(summed)[summed.sum(1) > 0] / summed.sum(1)[summed.sum(1) > 0]
+    assert summary["pooled"]["ua/emotion"] == pytest.approx(recall.mean())
+    assert summary["pooled"]["wa/emotion"] == pytest.approx(np.trace(summed) / 48)
+    assert "wa/gender" in summary["pooled"]
     table = open(os.path.join(workdir, "cv.md")).read()
     assert table in out
     assert f"{np.mean(ua):.3f} ± {np.std(ua):.3f}" in table
+    assert f"summed confusion): ua {recall.mean():.3f}, wa " in table
     assert "f1_anger" in table and "ccc/arousal" in table
     # cv.md's figures and each fold's report: every linked image is a PNG.
     names = check_linked_images(os.path.join(workdir, "cv.md"))

@@ -9,6 +9,7 @@ from mtl_ser.training.metrics import (
     ccc,
     classification_metrics,
     confusion_matrix,
+    confusion_metrics,
     regression_metrics,
 )
 
@@ -66,6 +67,8 @@ def test_classification_metrics_worked_example():
     assert m["confusion"] == WORKED_CM
     assert all(type(v) is int for row in m["confusion"] for v in row)
     assert set(m) == set(expected) | {"confusion"}
+    # The same numbers straight from the confusion matrix (pooled CV metrics).
+    assert confusion_metrics(np.array(WORKED_CM), NAMES) == m
 
 
 def test_ua_differs_from_wa_on_imbalanced_data():

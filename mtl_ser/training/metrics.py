@@ -61,8 +61,14 @@ def classification_metrics(
     Raises:
         ValueError: empty input, or as `confusion_matrix`.
     """
-    num_classes = len(class_names)
-    cm = confusion_matrix(y_true, y_pred, num_classes)
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    return confusion_metrics(cm, class_names)
+
+
+def confusion_metrics(cm: np.ndarray, class_names: Sequence[str]) -> Dict[str, Any]:
+    """classification_metrics from a confusion matrix `[true][pred]` of counts
+    (e.g. one summed over cross-validation folds)."""
+    cm = np.asarray(cm, np.int64)
     total = cm.sum()
     if total == 0:
         raise ValueError("classification_metrics needs at least one sample")
