@@ -40,6 +40,11 @@ def get_config(arg=None):
     c.split.test_speakers = "spk08,spk09"  # holdout: everyone else trains.
     c.split.folds = 5  # kfold: number of folds.
     c.split.within_group = False  # group: val/test on the held-out group's speakers.
+    # Cross-validation: each fold validates on the next speaker/group (True), or
+    # has no validation split and trains on every speaker it does not test
+    # (False; needs train.evaluate_at="last"). For holdout, val_speakers="" is
+    # the same.
+    c.split.cv_validation = True
     c.split.fold = -1  # --mode=cv: run this fold only (one per job); -1: all.
 
     # Log-mel features (librosa reference), cached on disk once per corpus+config.

@@ -35,6 +35,7 @@ def folds_of(config) -> list[splits.Fold]:
         s.protocol,
         num_folds=s.folds,
         within_group=s.within_group,
+        validation=s.cv_validation,
     )
 
 
@@ -68,7 +69,8 @@ def run(config, folds, workdir: str, train: Callable, *, only: int = -1) -> bool
             continue
         print(
             f"Fold {i + 1}/{len(folds)} ({fold.name}): test "
-            f"{','.join(fold.test_speakers)}, val {','.join(fold.val_speakers)}",
+            f"{','.join(fold.test_speakers)}, val "
+            f"{','.join(fold.val_speakers) or '(none)'}",
             flush=True,
         )
         train(fold_config(config, fold), path)

@@ -81,7 +81,7 @@ def combine(members: Sequence[dict], names: Sequence[str], tasks) -> dict:
         labels differ from the first member's.
     """
     first, out = members[0], {}
-    for split in SPLITS:
+    for split in [s for s in SPLITS if s in first]:
         out[split] = {"uids": first[split]["uids"]}
         for task in tasks:
             preds = []
@@ -118,7 +118,7 @@ def combine(members: Sequence[dict], names: Sequence[str], tasks) -> dict:
 def scored(combined: dict, tasks) -> dict:
     """results.json's scalars, confusion and classes for combined predictions."""
     scalars, confusion = {}, {}
-    for split in SPLITS:
+    for split in [s for s in SPLITS if s in combined]:
         view = types.SimpleNamespace(
             labels={t.name: combined[split][t.name]["label"] for t in tasks},
             masks={t.name: combined[split][t.name]["mask"] for t in tasks},
@@ -160,7 +160,7 @@ def ensemble_run(member_dirs: Sequence[str], out_dir: str) -> dict:
             ),
             {t.name: combined[split][t.name]["pred"] for t in tasks},
         )
-        for split in SPLITS
+        for split in combined
     }
     evaluate.write_predictions(
         os.path.join(out_dir, evaluate.PREDICTIONS), tasks, named

@@ -40,6 +40,42 @@ def test_leave_one_speaker_out():
     _check_disjoint_and_complete(folds, speakers)
 
 
+def test_folds_without_validation_train_on_every_other_speaker():
+    speakers = [f"s{i}" for i in range(5)]
+    corpus = _corpus({"": speakers})
+    folds = splits.cv_folds(corpus, "speaker", validation=False)
+    assert [f.test_speakers for f in folds] == [(s,) for s in speakers]
+    assert all(f.val_speakers == () for f in folds)
+    _check_disjoint_and_complete(folds, speakers)
+    parts = splits.holdout_split(corpus, folds[0].val_speakers, folds[0].test_speakers)
+    assert {u.speaker for u in parts["train"]} == set(speakers[1:])
+    assert parts["val"] == []
+    # Named validation speakers still may not leave an empty split.
+    with pytest.raises(ConfigError, match="the train split is empty"):
+        splits.holdout_split(corpus, speakers[1:], speakers[:1])
+
+
+def test_a_cv_fold_without_validation_trains_and_tests_on_the_last_state(
+    smoke_config, tmp_path, capsys
+):
+    c = smoke_config
+    c.split.protocol, c.split.folds, c.split.fold = "kfold", 3, 0
+    c.split.cv_validation, c.train.evaluate_at = False, "last"
+    workdir = str(tmp_path / "cv")
+    launch._cross_validate(c, workdir)
+    out = capsys.readouterr().out
+    assert "test spk00,spk03, val (none)" in out
+    assert "train 32, val 0, test 16 utterances" in out  # 4 speakers train.
+    run = os.path.join(workdir, "fold00_fold0")
+    with open(os.path.join(run, "results.json")) as f:
+        results = json.load(f)
+    assert "test/ua/emotion" in results["scalars"]
+    assert not [k for k in results["scalars"] if k.startswith("val/")]
+    assert results["best_step"] is None and set(results["confusion"]) == {"test"}
+    lines = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
+    assert not [k for x in lines[:-1] for k in x if k.startswith("val/")]
+
+
 def test_speaker_grouped_kfold():
     speakers = [f"s{i}" for i in range(7)]
     folds = splits.cv_folds(_corpus({"": speakers}), "kfold", num_folds=3)

@@ -16,7 +16,8 @@ def holdout_split(
 
     Args:
       utterances: the corpus.
-      val_speakers: speaker ids held out for validation.
+      val_speakers: speaker ids held out for validation; none: no
+        validation (an empty val split).
       test_speakers: speaker ids held out for testing.
 
     Returns:
@@ -24,7 +25,7 @@ def holdout_split(
 
     Raises:
       ConfigError: a speaker is in both held-out lists, or is not in the
-        corpus, or a split would be empty.
+        corpus, or the train or test split (or val, when named) would be empty.
     """
     val, test = set(val_speakers), set(test_speakers)
     if val & test:
@@ -44,7 +45,7 @@ def holdout_split(
         "test": [u for u in utterances if u.speaker in test],
     }
     for name, members in splits.items():
-        if not members:
+        if not members and (name != "val" or val):
             raise ConfigError(f"split: the {name} split is empty")
     return splits
 
@@ -107,6 +108,7 @@ def cv_folds(
     *,
     num_folds: int = 5,
     within_group: bool = False,
+    validation: bool = True,
 ) -> list[Fold]:
     """The folds of a speaker-independent cross-validation.
 
@@ -118,6 +120,9 @@ def cv_folds(
       tests on its others (IEMOCAP's one-session protocol).
     - "kfold": speaker-grouped k-fold. Speakers (sorted) are dealt round-robin
       into `num_folds` groups; fold i tests group i, validates on the next.
+
+    Without `validation`, no fold has validation speakers: the ones above
+    train too (within_group: the held-out group's speakers all test).
 
     Every fold leaves at least one training speaker, and no speaker is on two
     sides of a fold (asserted).
@@ -174,6 +179,8 @@ def cv_folds(
             val, test = members[:1], members[1:]
         else:
             val, test = groups[(i + 1) % len(groups)][1], members
+        if not validation:
+            val, test = (), members
         folds.append(Fold(name, tuple(val), tuple(test)))
     for fold in folds:
         held_out = set(fold.val_speakers) | set(fold.test_speakers)

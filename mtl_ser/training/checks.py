@@ -36,6 +36,21 @@ def validate_config(config):
         c.train.evaluate_at in ("best", "last"),
         f"train.evaluate_at={c.train.evaluate_at!r}: choose 'best' or 'last'",
     )
+    no_val = (
+        not c.split.cv_validation
+        if c.split.protocol not in ("holdout", "corpus")
+        else c.split.protocol == "holdout" and not c.split.val_speakers.strip()
+    )
+    _require(
+        not no_val or c.train.evaluate_at == "last",
+        "train.evaluate_at='best': without validation speakers (split."
+        + (
+            "val_speakers=''"
+            if c.split.protocol == "holdout"
+            else "cv_validation=False"
+        )
+        + ") there is no best checkpoint; set train.evaluate_at='last'",
+    )
     _require(
         c.model.deltas in (0, 1, 2),
         f"model.deltas={c.model.deltas}: choose 0, 1 (deltas) or 2 (and accelerations)",

@@ -184,6 +184,8 @@ class Experiment:
             steps.eval_fn,
         )
         self.param_norm_fn = steps.param_norm_fn
+        # Validation runs only when there are validation speakers.
+        self.has_val = len(self.data.splits["val"].rows) > 0
 
     def train_iterator(self):
         """This process's training batches; checkpointable (Grain's state)."""
@@ -336,6 +338,7 @@ class _Loop:
             save = done % c.train.checkpoint_every == 0 or done in (end, stop_at)
             save = save or stop is not None
             run_eval = (done % c.train.eval_every == 0 or done == end) and not stop
+            run_eval = run_eval and exp.has_val
             if save or run_eval or done % c.train.log_every == 0:
                 metrics = jax.device_get(metrics)
                 metrics["train/param_norm"] = jax.device_get(
@@ -421,7 +424,7 @@ def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
     best = ckpt.restore_best(state) if exp.config.train.evaluate_at == "best" else None
     chosen = best if best is not None else state
     scalars, confusion, named = {}, {}, {}
-    for split in ("val", "test"):
+    for split in ("val", "test") if exp.has_val else ("test",):
         preds = exp.predict(chosen, split)
         s, conf = exp.evaluate(chosen, split, split, preds=preds)
         scalars.update(s)

@@ -25,7 +25,12 @@ RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions", "data.read_th
 # Config fields added after workdirs were saved, with the value that gives the
 # behaviour from before they existed: a saved config without one reads as if
 # it had this value (resume checks, predict.load_config).
-ADDED_FIELDS = {"train.ema_decay": 0.0, "model.deltas": 0, "train.evaluate_at": "best"}
+ADDED_FIELDS = {
+    "train.ema_decay": 0.0,
+    "model.deltas": 0,
+    "train.evaluate_at": "best",
+    "split.cv_validation": True,
+}
 
 
 class WorkdirError(RuntimeError):

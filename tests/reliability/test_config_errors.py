@@ -29,6 +29,7 @@ ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
         ({"train.ema_decay": 1.0}, "train.ema_decay=1.0"),
         ({"model.deltas": 3}, "model.deltas=3"),
         ({"train.evaluate_at": "final"}, "train.evaluate_at='final'"),
+        ({"split.val_speakers": ""}, "split.val_speakers=''"),
         ({"data.bad_audio": "skip"}, "data.bad_audio='skip'"),
         (
             {"train.cpu_library_fusions": "dot,convolution"},
