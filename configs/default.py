@@ -82,6 +82,9 @@ def get_config(arg=None):
     c.data.read_threads = 1
     c.data.eval_batch_size = 64  # Global evaluation batch (windows).
     c.data.normalize = True  # Per-mel-band mean/std from the training split only.
+    # Classification losses: "none" (every utterance weighs 1) or "balanced"
+    # (each class of the training split weighs the same: n / (k * n_class)).
+    c.data.class_weights = "none"
     # SpecAugment on training crops: masks of up to this many frames / mel bands.
     c.data.time_masks, c.data.time_mask_frames = 0, 20  # 0 masks: off.
     c.data.freq_masks, c.data.freq_mask_bands = 0, 8

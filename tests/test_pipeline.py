@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -272,3 +273,58 @@ def test_config_inputs_fixed_reaches_training_and_evaluation(smoke_config, monke
         crop = smoke_config.data.crop_frames
         expected = examples.EvalWindow(split, exp.data, crop).map((utt, start))["x"]
         np.testing.assert_array_equal(x, expected)
+
+
+def test_balanced_class_weights_make_every_class_weigh_the_same():
+    import jax.numpy as jnp
+
+    emotion, gender, arousal = TASKS
+    # Emotion ids with counts 5, 2, 1, 0 (+ two unlabelled); gender 6 and 4.
+    emotion_ids = np.array([0, 0, 0, 0, 0, 1, 1, 2, 0, 0], np.int32)
+    emotion_mask = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], np.float32)
+    gender_ids = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 0], np.int32)
+    split = pipeline.SplitData(
+        None,
+        np.arange(10),
+        tuple(f"u{i}" for i in range(10)),
+        ("s",) * 10,
+        {"emotion": emotion_ids, "gender": gender_ids, "arousal": np.ones(10)},
+        {"emotion": emotion_mask, "gender": np.ones(10, np.float32),
+         "arousal": np.ones(10, np.float32)},
+    )  # fmt: skip
+    weighted = pipeline.class_balanced(split, TASKS).masks
+    # n / (k * n_c): 8 labelled utterances of 3 present classes.
+    want = [8 / 15] * 5 + [8 / 6] * 2 + [8 / 3] + [0, 0]
+    np.testing.assert_allclose(weighted["emotion"], want, rtol=1e-6)
+    np.testing.assert_allclose(
+        weighted["gender"], np.where(gender_ids == 0, 10 / 12, 10 / 8), rtol=1e-6
+    )
+    np.testing.assert_array_equal(weighted["arousal"], split.masks["arousal"])
+    # The loss is then the class-weighted mean, as torch's weighted
+    # CrossEntropyLoss: with logits right on class 0 only, the loss is the
+    # mean over the classes of their own mean loss.
+    logits = jnp.where(jnp.arange(4) == 0, 5.0, 0.0)[None].repeat(10, 0)
+    per_example = -np.asarray(jax.nn.log_softmax(logits))[np.arange(10), emotion_ids]
+    by_class = [per_example[:8][emotion_ids[:8] == c].mean() for c in (0, 1, 2)]
+    loss = tasks_lib.task_loss(
+        emotion, logits, jnp.asarray(emotion_ids), jnp.asarray(weighted["emotion"])
+    )
+    assert float(loss) == pytest.approx(np.mean(by_class), rel=1e-5)
+
+
+def test_config_class_weights_reach_the_training_split_only(smoke_config, monkeypatch):
+    calls = []
+
+    def spy(split, tasks):
+        calls.append(len(split.rows))
+        return pipeline.SplitData(
+            split.store, split.rows, split.uids, split.speakers, split.labels,
+            {k: 2.0 * v for k, v in split.masks.items()},
+        )  # fmt: skip
+
+    monkeypatch.setattr(pipeline, "class_balanced", spy)
+    smoke_config.data.class_weights = "balanced"
+    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    assert calls == [len(data.splits["train"].rows)]
+    assert data.splits["train"].masks["emotion"].max() == 2.0
+    assert data.splits["val"].masks["emotion"].max() == 1.0

@@ -160,6 +160,8 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
             f"{e} (after excluding {len(unusable)} unusable files)"
         ) from e
     split_data = {name: _split_data(store, us, tasks) for name, us in parts.items()}
+    if config.data.class_weights == "balanced":
+        split_data["train"] = class_balanced(split_data["train"], tasks)
     mean, std = band_statistics(split_data["train"])
     if not config.data.normalize:
         mean, std = np.zeros_like(mean), np.ones_like(std)
@@ -316,6 +318,28 @@ def _split_data(store, utterances, tasks) -> SplitData:
         labels,
         masks,
     )
+
+
+def class_balanced(split: SplitData, tasks) -> SplitData:
+    """The split with each classification task's masks scaled so that every
+    class weighs the same in the loss (data.class_weights="balanced").
+
+    An utterance of class c gets weight n / (k * n_c): n labelled utterances,
+    k classes present, n_c of class c. The losses are mask-weighted means
+    (tasks.task_loss), so a batch's loss is the class-weighted mean, as
+    torch's CrossEntropyLoss(weight=...) computes it.
+    """
+    masks = dict(split.masks)
+    for task in tasks:
+        if task.kind != tasks_lib.CLASSIFICATION:
+            continue
+        labelled = split.masks[task.name] > 0
+        ids = split.labels[task.name]
+        counts = np.bincount(ids[labelled], minlength=len(task.classes))
+        present = np.count_nonzero(counts)
+        weights = labelled.sum() / (present * np.maximum(counts, 1))
+        masks[task.name] = np.where(labelled, weights[ids], 0.0).astype(np.float32)
+    return dataclasses.replace(split, masks=masks)
 
 
 def band_statistics(split: SplitData) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,10 @@ def validate_config(config):
     )
     _require(c.model.width > 0, f"model.width={c.model.width}: must be > 0")
     _require(
+        c.data.class_weights in ("none", "balanced"),
+        f"data.class_weights={c.data.class_weights!r}: choose 'none' or 'balanced'",
+    )
+    _require(
         c.train.evaluate_at in ("best", "last"),
         f"train.evaluate_at={c.train.evaluate_at!r}: choose 'best' or 'last'",
     )

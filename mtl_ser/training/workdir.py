@@ -30,6 +30,7 @@ ADDED_FIELDS = {
     "model.deltas": 0,
     "train.evaluate_at": "best",
     "split.cv_validation": True,
+    "data.class_weights": "none",
 }
 
 

@@ -30,6 +30,7 @@ ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
         ({"model.deltas": 3}, "model.deltas=3"),
         ({"train.evaluate_at": "final"}, "train.evaluate_at='final'"),
         ({"split.val_speakers": ""}, "split.val_speakers=''"),
+        ({"data.class_weights": "inverse"}, "data.class_weights='inverse'"),
         ({"data.bad_audio": "skip"}, "data.bad_audio='skip'"),
         (
             {"train.cpu_library_fusions": "dot,convolution"},
