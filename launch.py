@@ -51,11 +51,11 @@ _PREDICT_OUT = flags.DEFINE_string(
     "With --mode=predict: the folder for predictions.csv/.json "
     "(default <workdir>/predictions).",
 )
-# Required, as mark_flags_as_required makes it, except for predict, which reads
-# the config the workdir was trained with.
+# Required, as mark_flags_as_required makes it, except for predict and ensemble,
+# which read the configs the workdirs were trained with.
 flags.register_validator(
     "config",
-    lambda value: value is not None or _MODE.value == "predict",
+    lambda value: value is not None or _MODE.value in ("predict", "ensemble"),
     message="Flag --config must have a value other than None.",
 )
 

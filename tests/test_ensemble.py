@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -164,3 +166,18 @@ def test_members_that_cannot_be_ensembled_fail_naming_the_member(
         capsys, None, out, [a, other]
     )
     assert not os.path.exists(os.path.join(out, "results.json"))
+
+
+def test_launch_ensemble_from_the_command_line(two_runs, tmp_path):
+    out = str(tmp_path / "ens")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "launch.py", "--mode=ensemble", f"--workdir={out}", *two_runs],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Results: {out}/results.json" in done.stdout
+    want = ensemble.ensemble(two_runs, str(tmp_path / "again"))["results"]
+    assert _results(out)["scalars"] == pytest.approx(want["scalars"])
