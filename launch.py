@@ -12,6 +12,7 @@
   python launch.py --mode=prepare --config=configs/alexnet_mtl.py:corpus=emodb \
       --config.corpus.root=/data/emodb
   python launch.py --mode=predict --workdir=runs/synthetic a.wav wavs/ list.csv
+  python launch.py --mode=ensemble --workdir=runs/ens runs/cv_s0 runs/cv_s1 runs/cv_s2
 """
 
 import os
