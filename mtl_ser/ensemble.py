@@ -24,6 +24,7 @@ import numpy as np
 from mtl_ser import cv
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import splits
+from mtl_ser.outputs import report
 from mtl_ser.training import evaluate
 from mtl_ser.training import workdir as workdir_lib
 
@@ -135,7 +136,8 @@ def scored(combined: dict, tasks) -> dict:
 
 
 def ensemble_run(member_dirs: Sequence[str], out_dir: str) -> dict:
-    """Ensembles single runs into `out_dir` (results.json, predictions.npz).
+    """Ensembles single runs into `out_dir` (results.json, predictions.npz and
+    a report.md naming the members).
 
     Returns:
       The results dict, with "members" (the member folders).
@@ -166,7 +168,26 @@ def ensemble_run(member_dirs: Sequence[str], out_dir: str) -> dict:
         os.path.join(out_dir, evaluate.PREDICTIONS), tasks, named
     )
     workdir_lib.write_json(os.path.join(out_dir, "results.json"), results)
+    _write_report(out_dir, results)
     return results
+
+
+def _write_report(out_dir: str, results: dict) -> None:
+    """`out_dir`/report.md: the members and the ensemble's metrics."""
+    lines = [
+        f"# Ensemble: {os.path.abspath(out_dir)}",
+        "",
+        "The mean utterance-level predictions of these runs (each run's own "
+        "report is in its folder):",
+        "",
+        *[f"- `{d}`" for d in results["members"]],
+        "",
+        "```",
+        report.results_table(results),
+        "```",
+    ]
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def cv_folds(cv_dir: str) -> list[tuple[str, splits.Fold]]:

@@ -12,6 +12,7 @@ import pytest
 import launch
 from mtl_ser import ensemble
 from mtl_ser.training import evaluate, loop, metrics
+from tests.test_report import check_linked_images
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,12 @@ def test_cross_validations_are_ensembled_fold_by_fold_from_the_cli(
     assert ua[1] == pytest.approx(_results(b)["scalars"]["test/ua/emotion"])
     assert summary["mean"]["ua/emotion"] == pytest.approx(np.mean(ua))
     assert np.sum(summary["confusion"]["emotion"]) == 32
-    assert os.path.exists(os.path.join(out, "cv.md"))
+    # cv.md's links (figures, each fold's report) all lead somewhere.
+    names = check_linked_images(os.path.join(out, "cv.md"))
+    assert "fold00_f0/report.md" in names and "cv_confusion_emotion.png" in names
+    fold_report = open(os.path.join(out, "fold00_f0", "report.md")).read()
+    assert f"- `{os.path.abspath(first)}/fold00_f0`" in fold_report
+    assert f"ua               {ua[0]:.4f}" in fold_report
 
 
 def _error(capsys, *args) -> str:
