@@ -116,15 +116,23 @@ def combine(members: Sequence[dict], names: Sequence[str], tasks) -> dict:
     return out
 
 
+def _as_split(part: dict, tasks) -> tuple:
+    """One split of read_predictions' structure as (a SplitData stand-in with
+    uids, labels and masks, {task: predictions}): what split_metrics and
+    write_predictions take."""
+    view = types.SimpleNamespace(
+        uids=part["uids"],
+        labels={t.name: part[t.name]["label"] for t in tasks},
+        masks={t.name: part[t.name]["mask"] for t in tasks},
+    )
+    return view, {t.name: part[t.name]["pred"] for t in tasks}
+
+
 def scored(combined: dict, tasks) -> dict:
     """results.json's scalars, confusion and classes for combined predictions."""
     scalars, confusion = {}, {}
     for split in [s for s in SPLITS if s in combined]:
-        view = types.SimpleNamespace(
-            labels={t.name: combined[split][t.name]["label"] for t in tasks},
-            masks={t.name: combined[split][t.name]["mask"] for t in tasks},
-        )
-        preds = {t.name: combined[split][t.name]["pred"] for t in tasks}
+        view, preds = _as_split(combined[split], tasks)
         s, conf = evaluate.split_metrics(split, tasks, view, preds)
         scalars.update(s)
         confusion[split] = conf
@@ -153,17 +161,7 @@ def ensemble_run(member_dirs: Sequence[str], out_dir: str) -> dict:
     results = scored(combined, tasks)
     results["members"] = [os.path.abspath(d) for d in member_dirs]
     os.makedirs(out_dir, exist_ok=True)
-    named = {
-        split: (
-            types.SimpleNamespace(
-                uids=combined[split]["uids"],
-                labels={t.name: combined[split][t.name]["label"] for t in tasks},
-                masks={t.name: combined[split][t.name]["mask"] for t in tasks},
-            ),
-            {t.name: combined[split][t.name]["pred"] for t in tasks},
-        )
-        for split in combined
-    }
+    named = {split: _as_split(part, tasks) for split, part in combined.items()}
     evaluate.write_predictions(
         os.path.join(out_dir, evaluate.PREDICTIONS), tasks, named
     )
