@@ -221,13 +221,9 @@ class Experiment:
         )
         return self.data.unstandardise(preds)
 
-    def evaluate(self, state, split_name: str, prefix: str, *, preds=None):
-        """(scalars named prefix/metric/task, confusion matrices) of a split.
-
-        `preds`: the split's predictions when already made (`predict`).
-        """
-        if preds is None:
-            preds = self.predict(state, split_name)
+    def evaluate(self, state, split_name: str, prefix: str):
+        """(scalars named prefix/metric/task, confusion matrices) of a split."""
+        preds = self.predict(state, split_name)
         split = self.data.splits[split_name]
         return evaluate.split_metrics(prefix, self.tasks, split, preds)
 
@@ -426,10 +422,11 @@ def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
     scalars, confusion, named = {}, {}, {}
     for split in ("val", "test") if exp.has_val else ("test",):
         preds = exp.predict(chosen, split)
-        s, conf = exp.evaluate(chosen, split, split, preds=preds)
+        data = exp.data.splits[split]
+        s, conf = evaluate.split_metrics(split, exp.tasks, data, preds)
         scalars.update(s)
         confusion[split] = conf
-        named[split] = (exp.data.splits[split], preds)
+        named[split] = (data, preds)
     evaluate.write_predictions(
         os.path.join(workdir, evaluate.PREDICTIONS), exp.tasks, named
     )
