@@ -1,6 +1,7 @@
 """What the benchmarks share: model presets, loading a config, timing its step."""
 
 import importlib.util
+import os
 import statistics
 import time
 
@@ -57,10 +58,14 @@ INPUTS = {"config": None, "issue": (256, 128)}
 
 
 def load_config(path):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
+    """Loads `file.py` or `file.py:arg` as launch.py's --config does."""
+    file, _, arg = path.partition(":")
+    spec = importlib.util.spec_from_file_location("bench_config", file)
+    if spec is None or spec.loader is None or not os.path.isfile(file):
+        raise FileNotFoundError(f"--config={path}: {file} is not a config file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(arg or None)
 
 
 def _random_batch(tasks, batch_size, frames, mels, rng):

@@ -13,8 +13,8 @@ data.features_on_device):
   .venv/bin/python -m benchmarks.train_step --models=synthetic,alexnet,vgg11 \
       --dtypes=float32,bfloat16 --inputs=cache,device --steps=5
 
-`--set="optim.grad_clip=0.0;model.dropout=0.0"` changes config fields of every
-model (what a part of the step costs: time the step without it).
+`--set="optim.grad_clip=0.0;model.dropout=0.0"` changes config fields of --config or
+of every --models preset (what a part of the step costs: time the step without it).
 
 Reports AOT compile time, median step time over `steps` timed steps after 3
 warm-up steps (block_until_ready each step), samples/s, XLA's FLOP estimate as
@@ -58,8 +58,9 @@ _MODEL_BATCHES = flags.DEFINE_string(
 _SET = flags.DEFINE_string(
     "set",
     "",
-    "With --models: ';'-separated config overrides field=value for every model "
-    "(values as Python literals), e.g. \"optim.grad_clip=0.0;optim.name='sgd'\".",
+    "';'-separated config overrides field=value, applied to --config or to every "
+    "--models preset (values as Python literals), e.g. "
+    "\"optim.grad_clip=0.0;optim.name='sgd'\".",
 )
 
 
@@ -83,13 +84,15 @@ def _row(r, peak) -> str:
 
 
 def weightings_table():
-    config = common.load_config(_CONFIG.value)
+    overrides = parse_overrides(_SET.value)
+    config = sweeps.apply_overrides(common.load_config(_CONFIG.value), overrides)
     peak = common.matmul_peak_gflops()
     print(
         f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
         f"model {config.model.name} width {config.model.width}, "
         f"input [B, {config.data.crop_frames}, {config.features.n_mels}, 1], "
         f"{config.model.dtype}, {config.optim.name}; matmul peak {peak:.0f} GFLOP/s"
+        + (f"; overrides {overrides}" if overrides else "")
     )
     print(
         "| weighting | batch | compile s | step ms | samples/s | GFLOP/s "

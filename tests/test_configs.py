@@ -50,3 +50,13 @@ def test_paper_configs_choose_corpus_and_tasks():
     with pytest.raises(AttributeError):  # Locked: a typo is an error.
         stl.lock()
         stl.optim.learning_rat = 1.0
+
+
+def test_benchmarks_load_a_config_with_its_argument():
+    from benchmarks import common
+
+    config = common.load_config(os.path.join(ROOT, "configs/vgg_mtl.py:corpus=emodb"))
+    assert config.corpus.name == "emodb" and config.model.name == "vgg11"
+    assert common.load_config(os.path.join(ROOT, "configs/synthetic.py")).seed == 0
+    with pytest.raises(FileNotFoundError, match="nope.py is not a config file"):
+        common.load_config(os.path.join(ROOT, "configs/nope.py:smoke"))
