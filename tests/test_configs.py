@@ -60,3 +60,17 @@ def test_benchmarks_load_a_config_with_its_argument():
     assert common.load_config(os.path.join(ROOT, "configs/synthetic.py")).seed == 0
     with pytest.raises(FileNotFoundError, match="nope.py is not a config file"):
         common.load_config(os.path.join(ROOT, "configs/nope.py:smoke"))
+
+
+def test_emodb_recipe_arguments():
+    recipe = importlib.import_module("configs.emodb_loso")
+    vgg, alexnet = recipe.get_config(), recipe.get_config("trunk=alexnet,multitask")
+    assert (vgg.model.name, vgg.model.width, vgg.tasks) == ("vgg11", 0.125, "emotion")
+    assert (alexnet.model.name, alexnet.model.width) == ("alexnet", 0.25)
+    assert alexnet.tasks == "emotion,gender" and alexnet.weighting.name == "uncertainty"
+    assert vgg.split.protocol == "speaker" and vgg.corpus.name == "emodb"
+    assert not vgg.split.cv_validation and vgg.train.evaluate_at == "last"
+    assert recipe.get_config("validation").split.cv_validation
+    assert len(vgg.emotion_classes.split(",")) == 7
+    with pytest.raises(ValueError, match="trunk='resnet'"):
+        recipe.get_config("trunk=resnet")
