@@ -121,6 +121,13 @@ def get_config(arg=None):
     # Time derivatives of the normalised log-mels added as input channels (HTK
     # regression over +-2 frames): 0 none, 1 deltas, 2 deltas and accelerations.
     c.model.deltas = 0
+    # Output (time, mel) of the adaptive average pool between the last conv and
+    # the hidden Dense layers. Empty: the trunk's own, torchvision's 6x6
+    # (AlexNet) or 7x7 (VGG), which repeats bins of a short crop's small map
+    # and gives fc1 weights per time position. (1, n) averages over time, so
+    # the embedding does not depend on where in the crop a cue lies; (1, 1) is
+    # global average pooling.
+    c.model.pool_size = ()
     c.model.dtype = "float32"  # Compute dtype: float32 or bfloat16 (params f32).
 
     # Automatic loss weighting (mtl_ser.weighting.METHODS).

@@ -265,6 +265,40 @@ def test_deltas_feed_the_trunk_as_extra_input_channels(name):
     )
 
 
+@pytest.mark.parametrize("name", ("alexnet", "vgg11"))
+def test_pool_size_one_one_feeds_fc1_the_mean_of_the_last_conv(name):
+    model = models.make_model(name, HEADS, pool_size=(1, 1), **SMALL)
+    x = jax.random.normal(_key(1), (2, 96, 64, 1))
+    variables = model.init({"params": _key(0)}, x, train=False)
+    (outputs, embedding), state = model.apply(
+        variables, x, train=False, mutable=["intermediates"]
+    )
+    (last_conv,) = state["intermediates"]["trunk"]["last_conv"]
+    fc1 = variables["params"]["trunk"]["classifier"]["fc1"]
+    # fc1 reads one vector of the last conv's channels, after the last pool.
+    assert fc1["kernel"].shape[0] == last_conv.shape[-1]
+    window, stride = (3, 2) if name == "alexnet" else (2, 2)
+    pooled = layers.max_pool(last_conv, window, stride).mean(axis=(1, 2))  # [B, C]
+    fc2 = variables["params"]["trunk"]["classifier"]["fc2"]
+    hidden = jax.nn.relu(pooled @ fc1["kernel"] + fc1["bias"])
+    expected = jax.nn.relu(hidden @ fc2["kernel"] + fc2["bias"])
+    np.testing.assert_allclose(embedding, expected, rtol=1e-5, atol=1e-6)
+    # Unlike the torchvision grid, a longer input needs no other fc1.
+    longer = jax.random.normal(_key(2), (2, 160, 64, 1))
+    assert model.apply(variables, longer, train=False)[1].shape == embedding.shape
+
+
+def test_pool_size_time_by_mel_sets_fc1_inputs():
+    default = models.make_model("vgg11", HEADS, **SMALL)
+    by_mel = models.make_model("vgg11", HEADS, pool_size=(1, 2), **SMALL)
+    x = jnp.zeros((1, 64, 64, 1))
+    channels = layers.scaled(512, SMALL["width"])
+    for model, bins in ((default, 7 * 7), (by_mel, 2)):
+        params = model.init({"params": _key(0)}, x, train=False)["params"]
+        fc1 = params["trunk"]["classifier"]["fc1"]["kernel"]
+        assert fc1.shape[0] == bins * channels
+
+
 def _torch_adaptive_avg_pool(x, out_h, out_w):
     """Direct numpy transcription of torch's AdaptiveAvgPool2d on NHWC."""
     _, height, width, _ = x.shape

@@ -34,7 +34,11 @@ def test_runtime_only_fields_may_change_or_be_new(tmp_path):
 
 @pytest.mark.parametrize(
     "section, field, old, new",
-    [("train", "ema_decay", 0.0, 0.99), ("model", "deltas", 0, 2)],
+    [
+        ("train", "ema_decay", 0.0, 0.99),
+        ("model", "deltas", 0, 2),
+        ("model", "pool_size", (), (1, 2)),
+    ],
 )
 def test_a_field_newer_than_the_workdir_at_its_old_behaviour_resumes(
     tmp_path, section, field, old, new

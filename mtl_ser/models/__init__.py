@@ -44,6 +44,7 @@ def make_model(
     dropout: float = 0.5,
     batch_norm: bool = False,
     deltas: int = 0,
+    pool_size: tuple[int, ...] = (),
     dtype: Any = jnp.float32,
 ) -> MultiTaskModel:
     """Builds a registered trunk with one head per task.
@@ -56,6 +57,10 @@ def make_model(
         dropout: trunk dropout rate.
         batch_norm: whether the trunk uses BatchNorm after each conv.
         deltas: time-derivative orders added as input channels (0, 1 or 2).
+        pool_size: `(time, mel)` output of the trunk's adaptive average pool
+          before its hidden Dense layers; empty for the trunk's own
+          (torchvision's: AlexNet 6x6, VGG 7x7). `(1, 1)` is global average
+          pooling.
         dtype: computation dtype; parameters stay float32.
 
     Returns:
@@ -68,12 +73,14 @@ def make_model(
         raise ValueError(
             f"model.name={name!r}: unknown; choose one of {sorted(TRUNKS)}"
         )
+    pool = {"pool_size": tuple(int(n) for n in pool_size)} if pool_size else {}
     trunk = TRUNKS[name](
         width=width,
         hidden=hidden,
         dropout=dropout,
         batch_norm=batch_norm,
         dtype=dtype,
+        **pool,
     )
     head_sizes = tuple((str(task), int(size)) for task, size in head_sizes)
     return MultiTaskModel(trunk=trunk, head_sizes=head_sizes, deltas=int(deltas))

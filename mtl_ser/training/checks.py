@@ -60,6 +60,12 @@ def validate_config(config):
         f"model.deltas={c.model.deltas}: choose 0, 1 (deltas) or 2 (and accelerations)",
     )
     _require(
+        len(c.model.pool_size) in (0, 2)
+        and all(isinstance(n, int) and n >= 1 for n in c.model.pool_size),
+        f"model.pool_size={tuple(c.model.pool_size)}: give () (the trunk's own) "
+        "or two positive ints (time, mel), e.g. (1, 1)",
+    )
+    _require(
         c.model.dtype in ("float32", "bfloat16"),
         f"model.dtype={c.model.dtype!r}: choose 'float32' or 'bfloat16'",
     )

@@ -31,6 +31,7 @@ ADDED_FIELDS = {
     "train.evaluate_at": "best",
     "split.cv_validation": True,
     "data.class_weights": "none",
+    "model.pool_size": (),
 }
 
 
