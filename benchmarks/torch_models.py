@@ -42,16 +42,16 @@ def _vgg_plan(depth: int, width: float):
 
 
 def trunk_plan(model_cfg):
-    """(plan, adaptive pool size) of the config's trunk.
+    """(plan, adaptive pool size) of the config's trunk (model.pool_size, or its own).
 
     Raises:
         ValueError: for a trunk name without a torch twin.
     """
-    name = model_cfg.name
+    name, pool = model_cfg.name, tuple(model_cfg.pool_size)
     if name == "alexnet":
-        return _alexnet_plan(model_cfg.width), alexnet.AlexNet.pool_size
+        return _alexnet_plan(model_cfg.width), pool or alexnet.AlexNet.pool_size
     if name.startswith("vgg") and int(name[3:]) in vgg._CFGS:
-        return _vgg_plan(int(name[3:]), model_cfg.width), vgg.VGG.pool_size
+        return _vgg_plan(int(name[3:]), model_cfg.width), pool or vgg.VGG.pool_size
     raise ValueError(f"model.name={name!r}: no PyTorch twin")
 
 
