@@ -270,7 +270,7 @@ def test_pool_size_one_one_feeds_fc1_the_mean_of_the_last_conv(name):
     model = models.make_model(name, HEADS, pool_size=(1, 1), **SMALL)
     x = jax.random.normal(_key(1), (2, 96, 64, 1))
     variables = model.init({"params": _key(0)}, x, train=False)
-    (outputs, embedding), state = model.apply(
+    (_, embedding), state = model.apply(
         variables, x, train=False, mutable=["intermediates"]
     )
     (last_conv,) = state["intermediates"]["trunk"]["last_conv"]

@@ -66,7 +66,7 @@ def build_steps(
         dropout=c.model.dropout,
         batch_norm=c.model.batch_norm,
         deltas=c.model.deltas,
-        pool_size=tuple(c.model.pool_size),
+        pool_size=c.model.pool_size,
         dtype=jnp.dtype(c.model.dtype),
     )
     if method is None:
