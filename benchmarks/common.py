@@ -89,15 +89,17 @@ def _audio_batch(batch, config, rng):
     out["peak_db"] = np.zeros(size, np.float32)
     out["floor_db"] = np.full(size, -80.0, np.float32)
     out["frames"] = np.full(size, config.data.crop_frames, np.int32)
+    out["real"] = np.tile(np.array([[0, samples]], np.int32), (size, 1))
     return out
 
 
 def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
     """Compiles and times the train step of `config` at `batch_size`.
 
-    `method` replaces the configured weighting method when given. With
-    `config.data.features_on_device` the step gets random audio crops and makes
-    their log-mels itself (band statistics 0 and 1).
+    `method` replaces the configured weighting method when given. The step
+    gets random log-mel crops and normalises them (band statistics 0 and 1),
+    as in training; with `config.data.features_on_device`, random audio crops
+    whose log-mels it makes itself.
     """
     c = config
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
@@ -110,15 +112,16 @@ def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
     batch = _random_batch(tasks, batch_size, c.data.crop_frames, mels, rng)
     if c.data.features_on_device:
         batch = _audio_batch(batch, c, rng)
+    else:  # Log-mel crops, which the step normalises as in training.
+        batch["db"] = batch.pop("x")[..., 0]
     batch = sharding.from_process_local(batch, mesh)
-    fn = steps.train_fn
     start = time.perf_counter()
-    compiled = fn.lower(state, batch).compile()
+    compiled = steps.train_fn.lower(state, batch, None).compile()
     compile_s = time.perf_counter() - start
     times = []
     for i in range(num_steps + 3):
         start = time.perf_counter()
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, None)
         jax.block_until_ready((state, metrics))
         if i >= 3:
             times.append(time.perf_counter() - start)

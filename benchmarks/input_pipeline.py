@@ -1,28 +1,32 @@
 """Input pipeline throughput against the train step's consumption.
 
   .venv/bin/python -m benchmarks.input_pipeline --config=configs/synthetic.py \
-      --workers=0,1,2,4 --batches=200 --step_steps=20
+      --batch_size=256 --workers=0,2 --read_threads=0,1 --batches=100
 
 On a synthetic corpus generated into a temporary folder (no download):
 - cache building: `cache.build_cache` from the wav files (decode, trim,
-  librosa log-mel), timed cold, as utterances/s and as batches/s (utterances/s
-  over the batch size; the cache is built once per corpus, not per epoch);
-- the Grain training pipeline (`pipeline.train_dataset`, as
-  `loop.Experiment.train_iterator` builds it) with 0 worker processes (what
-  training uses by default: batches made in the training process, by
-  `data.read_threads` threads) and with N worker processes (`mp_prefetch` on
-  the same dataset; each worker has those threads too), and, without workers,
-  with each of `--read_threads` threads (16 is Grain's default); with and
-  without SpecAugment (2 time and 2 frequency masks of the config's
-  widths): batches/s over `--batches` batches taken as fast as they come,
+  librosa log-mel), timed cold, as utterances/s (once per corpus, not per
+  epoch);
+- the Grain training pipeline as `loop.Experiment.train_iterator` builds it
+  (`pipeline.train_dataset`: one Grain element a batch, crops gathered from
+  the memory-mapped cache), with 0 worker processes (batches made in the
+  training process by `data.read_threads` threads) and with N worker processes
+  (`mp_prefetch`), and, without workers, each of `--read_threads`; and the same
+  pipeline for `data.device_cache`, where the host makes only the crops' store
+  indices; batches/s over `--batches` batches taken as fast as they come,
   after `--warmup_batches` (which hold the workers' start-up), and whether the
-  first batches equal the first pipeline's (they must: Grain's workers and
-  threads keep the order). The split's size matters: Grain's shuffle costs
-  per element about 60 us at 384 training utterances (the config's corpus,
-  the default here) and 700 us at 24;
+  first batches equal the first row's (they must);
+- with `--per_example`, the per-example pipeline it replaced (each example a
+  Grain RandomMap: crop, normalisation and SpecAugment in numpy; kept only
+  until its ratio was recorded), and each new row's samples/s over its;
+- SpecAugment (2 time and 2 frequency masks of the config's widths): on the
+  host in the per-example pipeline, in the train step in the batch pipeline,
+  whose host work it leaves unchanged; the step is timed with and without it;
 - the train step of the same config at the same batch (`common.measure`,
-  random input): steps/s, and each pipeline's batches/s over it. The two are
-  timed apart, each with the whole machine: during training they share it.
+  random input) on this machine, and the step consumption measured on an H200
+  for three models (`H200_STEPS`): each pipeline row says, as a ratio, which of
+  them it would keep fed. The pipeline and the step are timed apart, each with
+  the whole machine: during training they share it.
 """
 
 import os
@@ -37,24 +41,35 @@ from absl import app, flags
 from benchmarks import common
 from benchmarks.features import settings_header
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import cache, corpora, examples, pipeline
+from mtl_ser.data import batches, cache, corpora, examples, pipeline
 
 FLAGS = flags.FLAGS
+
+# Train-step consumption (samples/s) measured on one NVIDIA H200 at commit
+# 170d214 (shared/reference/GPU_NOTES.md, 2026-12-04): the main job's model
+# (AlexNet w0.25, 128 x 64, float32, batch 256), AlexNet w1 bf16 and VGG-16 w1
+# + BN bf16 (256 x 128, batch 256).
+H200_STEPS = (
+    ("main job f32", 159_857),
+    ("AlexNet bf16", 63_936),
+    ("VGG-16 bf16", 6_062),
+)
 
 
 def define_flags():
     """Defined only when run as a program, so that importing defines none."""
     flags.DEFINE_string("config", "configs/synthetic.py", "Config file.")
-    flags.DEFINE_integer("batch_size", 0, "Global batch; 0: the config's.")
+    flags.DEFINE_integer("batch_size", 256, "Global batch; 0: the config's.")
+    flags.DEFINE_string("workers", "0,2", "Comma-separated Grain worker counts.")
     flags.DEFINE_string(
-        "workers", "0,1,2,4", "Comma-separated Grain worker process counts."
-    )
-    flags.DEFINE_string(
-        "read_threads", "0,16", "Read thread counts also timed without workers."
+        "read_threads", "0", "Read thread counts also timed without workers."
     )
     flags.DEFINE_integer("batches", 100, "Timed batches per pipeline.")
     flags.DEFINE_integer("warmup_batches", 5, "Untimed first batches.")
     flags.DEFINE_integer("step_steps", 10, "Timed train steps.")
+    flags.DEFINE_bool(
+        "per_example", True, "Also time the per-example pipeline it replaced."
+    )
     flags.DEFINE_integer(
         "utterances_per_speaker",
         0,
@@ -69,10 +84,9 @@ def define_flags():
 _NUM_SPEAKERS = 10
 
 
-def _augment(data_cfg) -> examples.SpecAugment:
-    return examples.SpecAugment(
-        2, data_cfg.time_mask_frames, 2, data_cfg.freq_mask_bands
-    )
+def _masks(data_cfg) -> tuple:
+    """(time masks, time width, frequency masks, frequency width) timed here."""
+    return (2, data_cfg.time_mask_frames, 2, data_cfg.freq_mask_bands)
 
 
 def time_cache_build(config) -> dict:
@@ -86,68 +100,65 @@ def time_cache_build(config) -> dict:
         "utterances": len(utterances),
         "seconds": seconds,
         "utterances_per_s": len(utterances) / seconds,
-        "batches_per_s": len(utterances) / seconds / config.data.batch_size,
     }
 
 
-def time_pipeline(config, data, *, workers, threads, augment, batches, warmup) -> dict:
-    """batches/s of the training pipeline: `workers` processes, `threads` each.
+def per_example_dataset(split, data, *, crop, batch_size, seed, masks, threads):
+    """The pipeline before batch elements (commit 170d214), one process."""
+    augment = examples.SpecAugment(*masks) if masks else None
+    example = examples.RandomCrop(split, data, crop, augment)
+    ds = grain.MapDataset.range(len(split)).seed(seed).shuffle().repeat(None)
+    ds = ds.random_map(example).batch(batch_size, drop_remainder=True)
+    ahead = pipeline.READ_AHEAD_PER_THREAD * threads
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=ahead)
+    return ds.to_iter_dataset(options)
 
-    Returns:
-      batches_per_s, and `first`: the utterance ids and inputs of the warm-up
-      batches (to compare pipelines).
-    """
-    c = config
-    ds = pipeline.train_dataset(
-        data.splits["train"],
-        data,
-        crop=c.data.crop_frames,
-        batch_size=c.data.batch_size,
-        seed=c.seed,
-        augment=augment,
-        fixed=c.data.inputs == "fixed",
-        read_threads=threads,
-    )
+
+def time_pipeline(ds, *, workers, batches_, warmup) -> dict:
+    """batches/s of a dataset; `first`: the utt of its warm-up batches."""
     if workers:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     it = iter(ds)
     try:
-        first = [next(it) for _ in range(warmup)]
+        first = [next(it)["utt"] for _ in range(warmup)]
         start = time.perf_counter()
-        for _ in range(batches):
+        for _ in range(batches_):
             next(it)
         seconds = time.perf_counter() - start
     finally:
         if hasattr(it, "close"):  # Stops the worker processes.
             it.close()
-    return {
-        "batches_per_s": batches / seconds,
-        "first": [(b["utt"], b["x"]) for b in first],
-    }
+    return {"batches_per_s": batches_ / seconds, "first": first}
 
 
-def _same(a, b) -> bool:
-    return all(
-        np.array_equal(ua, ub) and np.array_equal(xa, xb)
-        for (ua, xa), (ub, xb) in zip(a, b, strict=True)
-    )
+def _settings(config, workers, threads, per_example) -> list:
+    """(name, workers, threads, SpecAugment on, make dataset) of every row."""
+    c = config
+    default = c.data.read_threads
+    pairs = [(n, default) for n in workers]
+    pairs += [(0, t) for t in threads if (0, t) not in pairs]
+    rows = []
+    for augmented in (False, True):
+        masks = _masks(c.data) if augmented else ()
+        if per_example:
+            for n, t in pairs:
+                rows.append(("per-example", n, t, augmented, ("old", masks, t)))
+        for n, t in pairs:
+            rows.append(("batch", n, t, augmented, ("batch", masks, t)))
+        rows.append(
+            ("batch, store indices", 0, default, augmented, ("index", masks, default))
+        )
+    return rows
 
 
-def run(config, *, corpus_dir, workers, threads, batches, warmup, step_steps) -> dict:
+def run(
+    config, *, corpus_dir, workers, threads, batches_, warmup, step_steps, per_example
+):
     """Every measurement of this benchmark; see the module docstring.
 
-    Args:
-      config: the full config; its corpus and cache are pointed at `corpus_dir`.
-      corpus_dir: folder for the synthetic corpus and its feature cache.
-      workers: worker process counts to time (0: no workers), with the
-        config's data.read_threads.
-      threads: read thread counts also timed without workers.
-      batches, warmup: timed and untimed batches per pipeline.
-      step_steps: timed train steps.
-
     Returns:
-      {"cache": ..., "pipelines": [(workers, threads, augmented, result), ...],
-       "step": ..., "train_utterances": ...}
+      {"cache", "pipelines": [(name, workers, threads, augmented, result)],
+       "steps": {masks on: step result}, "train_utterances"}
     """
     c = config
     c.corpus.name, c.corpus.root = "synthetic", os.path.join(corpus_dir, "corpus")
@@ -157,58 +168,48 @@ def run(config, *, corpus_dir, workers, threads, batches, warmup, step_steps) ->
     build = time_cache_build(c)
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
     data = pipeline.build_data(c, tasks, verbose=False)  # A cache hit.
+    split = data.splits["train"]
+    table = batches.crop_table(split)
+    _, resident = batches.device_frames(table, max_bytes=2**40)
+    kw = dict(crop=c.data.crop_frames, batch_size=c.data.batch_size, seed=c.seed)
     results, reference = [], {}
-    default = c.data.read_threads
-    settings = [(n, default) for n in workers]
-    settings += [(0, t) for t in threads if (0, t) not in settings]
-    for augment in (None, _augment(c.data)):
-        for n, t in settings:
-            r = time_pipeline(
-                c,
+    for name, n, t, augmented, (kind, masks, threads_) in _settings(
+        c, workers, threads, per_example
+    ):
+        if kind == "old":
+            ds = per_example_dataset(split, data, masks=masks, threads=threads_, **kw)
+        else:
+            ds = pipeline.train_dataset(
+                split,
                 data,
-                workers=n,
-                threads=t,
-                augment=augment,
-                batches=batches,
-                warmup=warmup,
+                read_threads=threads_,
+                table=resident if kind == "index" else table,
+                **kw,
             )
-            key = augment is not None
-            reference.setdefault(key, r["first"])
-            r["same_as_first"] = _same(r.pop("first"), reference[key])
-            results.append((n, t, augment is not None, r))
-    step = common.measure(c, c.data.batch_size, step_steps)
-    step["steps_per_s"] = 1e3 / step["step_ms"]
+        r = time_pipeline(ds, workers=n, batches_=batches_, warmup=warmup)
+        key = (kind == "old", augmented)
+        reference.setdefault(key, r["first"])
+        first = r.pop("first")
+        r["same_as_first"] = all(
+            np.array_equal(a, b) for a, b in zip(first, reference[key], strict=True)
+        )
+        results.append((name, n, t, augmented, r))
+    steps = {}
+    for augmented in (False, True):
+        masks = _masks(c.data) if augmented else (0, 20, 0, 8)
+        c.data.time_masks, c.data.time_mask_frames = masks[:2]
+        c.data.freq_masks, c.data.freq_mask_bands = masks[2:]
+        steps[augmented] = common.measure(c, c.data.batch_size, step_steps)
     return {
         "cache": build,
         "pipelines": results,
-        "step": step,
-        "train_utterances": len(data.splits["train"]),
+        "steps": steps,
+        "train_utterances": len(split),
     }
 
 
-def main(argv):
-    del argv
-    config = common.load_config(FLAGS.config)
-    if FLAGS.batch_size:
-        config.data.batch_size = FLAGS.batch_size
-    if FLAGS.utterances_per_speaker:
-        config.corpus.utterances_per_speaker = FLAGS.utterances_per_speaker
-    workers = [int(n) for n in FLAGS.workers.split(",")]
-    corpus_dir = FLAGS.corpus_dir or tempfile.mkdtemp(prefix="bench_input_")
-    try:
-        r = run(
-            config,
-            corpus_dir=corpus_dir,
-            workers=workers,
-            threads=[int(n) for n in FLAGS.read_threads.split(",") if n.strip()],
-            batches=FLAGS.batches,
-            warmup=FLAGS.warmup_batches,
-            step_steps=FLAGS.step_steps,
-        )
-    finally:
-        if not FLAGS.corpus_dir:
-            shutil.rmtree(corpus_dir, ignore_errors=True)
-    c, build, step = config, r["cache"], r["step"]
+def print_tables(config, r):
+    c, build = config, r["cache"]
     print(settings_header())
     print(
         f"synthetic corpus {_NUM_SPEAKERS} speakers x "
@@ -220,25 +221,62 @@ def main(argv):
     print(
         f"cache build (cold, {build['utterances']} wav files, n_fft "
         f"{c.features.n_fft}): {build['seconds']:.2f} s, "
-        f"{build['utterances_per_s']:.1f} utterances/s = "
-        f"{build['batches_per_s']:.2f} batches/s of {c.data.batch_size} utterances"
+        f"{build['utterances_per_s']:.1f} utterances/s"
     )
-    print(
-        f"train step (random input, median of {FLAGS.step_steps}): "
-        f"{step['step_ms']:.1f} ms = {step['steps_per_s']:.1f} steps/s"
-    )
-    print(
-        "| workers | read threads | SpecAugment | batches/s | samples/s "
-        "| pipeline / step | same batches as the first row |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for n, t, augmented, p in r["pipelines"]:
+    for augmented, step in r["steps"].items():
         print(
-            f"| {n} | {t} | {'on' if augmented else 'off'} | {p['batches_per_s']:.1f} "
-            f"| {p['batches_per_s'] * c.data.batch_size:.0f} "
-            f"| {p['batches_per_s'] / step['steps_per_s']:.1f}x "
+            f"train step here, SpecAugment {'on' if augmented else 'off'} (random "
+            f"input, median of {FLAGS.step_steps}): {step['step_ms']:.1f} ms = "
+            f"{step['samples_per_s']:.0f} samples/s"
+        )
+    h200 = " | ".join(f"/ H200 {n} ({v:,})" for n, v in H200_STEPS)
+    print(
+        "| pipeline | workers | read threads | SpecAugment | batches/s | samples/s "
+        f"| / per-example | / step here | {h200} | same batches as the first row |"
+    )
+    print("|---" * (9 + len(H200_STEPS)) + "|")
+    old = {
+        (n, t, a): p["batches_per_s"]
+        for name, n, t, a, p in r["pipelines"]
+        if name == "per-example"
+    }
+    for name, n, t, augmented, p in r["pipelines"]:
+        samples = p["batches_per_s"] * c.data.batch_size
+        base = old.get((n, t, augmented)) or old.get((0, t, augmented))
+        ratio = f"{p['batches_per_s'] / base:.1f}x" if base else ""
+        step = r["steps"][augmented]["samples_per_s"]
+        feeds = " | ".join(f"{samples / v:.2f}" for _, v in H200_STEPS)
+        print(
+            f"| {name} | {n} | {t} | {'on' if augmented else 'off'} "
+            f"| {p['batches_per_s']:.1f} | {samples:.0f} | {ratio} "
+            f"| {samples / step:.1f}x | {feeds} "
             f"| {'yes' if p['same_as_first'] else 'NO'} |"
         )
+
+
+def main(argv):
+    del argv
+    config = common.load_config(FLAGS.config)
+    if FLAGS.batch_size:
+        config.data.batch_size = FLAGS.batch_size
+    if FLAGS.utterances_per_speaker:
+        config.corpus.utterances_per_speaker = FLAGS.utterances_per_speaker
+    corpus_dir = FLAGS.corpus_dir or tempfile.mkdtemp(prefix="bench_input_")
+    try:
+        r = run(
+            config,
+            corpus_dir=corpus_dir,
+            workers=[int(n) for n in FLAGS.workers.split(",")],
+            threads=[int(n) for n in FLAGS.read_threads.split(",") if n.strip()],
+            batches_=FLAGS.batches,
+            warmup=FLAGS.warmup_batches,
+            step_steps=FLAGS.step_steps,
+            per_example=FLAGS.per_example,
+        )
+    finally:
+        if not FLAGS.corpus_dir:
+            shutil.rmtree(corpus_dir, ignore_errors=True)
+    print_tables(config, r)
 
 
 if __name__ == "__main__":

@@ -99,19 +99,19 @@ def main(argv):
         np.random.default_rng(0),
     )
     batch = sharding.from_process_local(batch, mesh)
-    compiled = steps.train_fn.lower(steps.state, batch).compile()
+    compiled = steps.train_fn.lower(steps.state, batch, None).compile()
     state = steps.state
     times = []
     for i in range(3 + _STEPS.value):
         start = time.perf_counter()
-        state, _ = compiled(state, batch)
+        state, _ = compiled(state, batch, None)
         jax.block_until_ready(state)
         if i >= 3:
             times.append(time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir)
         for _ in range(_STEPS.value):
-            state, _ = compiled(state, batch)
+            state, _ = compiled(state, batch, None)
             jax.block_until_ready(state)
         jax.profiler.stop_trace()
         totals = op_times(trace_dir, _STEPS.value)

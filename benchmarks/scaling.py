@@ -225,7 +225,7 @@ def _train_worker():
         )
         batch = sharding.from_global(batch, mesh)
         start = time.perf_counter()
-        state, metrics = steps.train_fn(state, batch)
+        state, metrics = steps.train_fn(state, batch, None)
         losses.append(float(jax.device_get(metrics["train/loss/total"])))
         times.append(time.perf_counter() - start)
     if jax.process_index() == 0:

@@ -233,11 +233,10 @@ class _InMemoryStore:
     """Log-mels held in memory, read as a cache.FeatureStore is."""
 
     def __init__(self, mels: Sequence[np.ndarray]):
-        self.mels = list(mels)
-        self.lengths = np.array([len(m) for m in self.mels], np.int64)
-
-    def get(self, row: int) -> np.ndarray:
-        return self.mels[row]
+        self.lengths = np.array([len(m) for m in mels], np.int64)
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+        self.frames = np.concatenate(mels).astype(np.float32, copy=False)
+        self.floors = np.array([m.min() for m in mels], np.float32)
 
 
 def _in_memory_split(mels, tasks) -> pipeline.SplitData:

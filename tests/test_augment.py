@@ -5,12 +5,13 @@ import json
 import math
 import os
 
+import jax
 import librosa
 import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, cache, corpora, examples, features, pipeline
+from mtl_ser.data import augment, cache, corpora, features, pipeline
 from mtl_ser.data.corpora import synthetic
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checks, loop
@@ -99,16 +100,22 @@ def test_speed_copies_are_cached_apart_and_the_original_keeps_its_key(
     assert again.directory == copies[FACTORS[1]].directory  # A cache hit.
 
 
-def _copy_of(x, split, data, i, crop):
-    """The speed factors whose log-mel of utterance i holds the crop x."""
-    window = x[..., 0] * data.std + data.mean  # Back to dB.
+def _window(mel, start, crop):
+    """mel[start:start+crop], padded at the end with the utterance's minimum."""
+    out = mel[start : start + crop]
+    pad = np.full((crop - len(out), mel.shape[1]), mel.min(), mel.dtype)
+    return np.concatenate([out, pad], 0)
+
+
+def _copy_of(window, split, i, crop):
+    """The speed factors whose log-mel of utterance i holds the crop `window`."""
     candidates = {1.0: split.store.get(split.rows[i])}
     for copy in split.speed_copies:
         candidates[copy.factor] = copy.store.get(copy.rows[i])
     found = set()
     for factor, mel in candidates.items():
         for start in range(max(len(mel) - crop, 0) + 1):
-            if np.allclose(examples._window(mel, start, crop), window, atol=1e-3):
+            if np.array_equal(_window(mel, start, crop), window):
                 found.add(factor)
                 break
     return found
@@ -125,14 +132,14 @@ def test_training_draws_every_copy_and_evaluation_only_the_original(
     it = iter(pipeline.train_dataset(split, speed_data, **kw))
     batches = [next(it) for _ in range(6)]
     for batch in batches:
-        for x, i in zip(batch["x"], batch["utt"], strict=True):
-            found = _copy_of(x, split, speed_data, int(i), 64)
+        for db, i in zip(batch["db"], batch["utt"], strict=True):
+            found = _copy_of(db, split, int(i), 64)
             assert len(found) == 1, found
             seen.extend(found)
     assert set(seen) == {1.0, *FACTORS}
     again = iter(pipeline.train_dataset(split, speed_data, **kw))
     for batch in batches:  # The same seed, the same batches.
-        np.testing.assert_array_equal(next(again)["x"], batch["x"])
+        np.testing.assert_array_equal(next(again)["db"], batch["db"])
 
     # Statistics and evaluation are those of the original features alone.
     plain = pipeline.build_data(smoke_config, TASKS, verbose=False)
@@ -152,30 +159,12 @@ def test_a_copy_without_the_utterance_falls_back_to_the_original(speed_data):
         dataclasses.replace(c, rows=np.full_like(c.rows, -1))
         for c in split.speed_copies
     )
-    crops = examples.RandomCrop(
-        dataclasses.replace(split, speed_copies=gone), speed_data, 64
-    )
-    for seed in range(6):
-        x = crops.random_map(0, np.random.default_rng(seed))["x"]
-        assert _copy_of(x, split, speed_data, 0, 64) == {1.0}
-
-
-def test_without_augmentation_the_draws_are_todays(smoke_config):
-    """Off means no extra draw: the first draw is the crop, as it always was."""
-    assert smoke_config.data.speed_factors == ()
-    assert augment.make_noise(smoke_config.data, smoke_config.features) is None
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
-    split, crop = data.splits["train"], 64
-    assert split.speed_copies == ()
-    crops = examples.RandomCrop(split, data, crop)
-    for i in range(4):
-        rng, twin = np.random.default_rng(i), np.random.default_rng(i)
-        length = int(split.store.lengths[split.rows[i]])
-        start = int(twin.integers(0, max(length - crop, 0) + 1))
-        got = crops.random_map(i, rng)["x"]
-        want = examples.EvalWindow(split, data, crop).map((i, start))["x"]
-        np.testing.assert_array_equal(got, want)
-        assert rng.random() == twin.random()  # Nothing else was drawn.
+    split = dataclasses.replace(split, speed_copies=gone)
+    it = iter(pipeline.train_dataset(split, speed_data, crop=64, batch_size=8, seed=0))
+    for _ in range(3):
+        batch = next(it)
+        for db, i in zip(batch["db"], batch["utt"], strict=True):
+            assert _copy_of(db, split, int(i), 64) == {1.0}
 
 
 def test_white_noise_band_statistics_match_real_white_noise():
@@ -209,7 +198,10 @@ def _mean_db_error(wave, snr_db, bands, seeds=3):
     for _ in range(seeds):
         noisy = wave + sigma * rng.standard_normal(len(wave)).astype(np.float32)
         truth.append(features.log_mel(noisy, **LOG_MEL))
-        ours.append(augment.add_noise(clean, snr_db, bands, rng, top_db=80.0))
+        key = jax.random.key(int(rng.integers(2**31)))
+        snr = np.array([snr_db], np.float32)
+        noisy = augment.add_mel_noise(clean[None], snr, bands, key, top_db=80.0)
+        ours.append(np.asarray(noisy)[0])
     return np.concatenate(truth).mean(0) - np.concatenate(ours).mean(0)  # [F]
 
 
@@ -230,15 +222,21 @@ def test_mel_domain_noise_matches_noise_added_to_the_waveform(source, snr_db):
 def test_noise_prob_zero_changes_nothing_and_one_adds_to_every_crop(smoke_config):
     data = pipeline.build_data(smoke_config, TASKS, verbose=False)
     split, kw = data.splits["train"], dict(crop=64, batch_size=8, seed=2)
+    plain = next(iter(pipeline.train_dataset(split, data, **kw)))["db"]
     bands = augment.white_noise_bands(**MEL)
     never = augment.MelNoise(0.0, (5.0, 20.0), bands, 80.0)
     always = augment.MelNoise(1.0, (5.0, 20.0), bands, 80.0)
-    plain = next(iter(pipeline.train_dataset(split, data, **kw)))["x"]
-    off = next(iter(pipeline.train_dataset(split, data, noise=never, **kw)))["x"]
-    np.testing.assert_array_equal(off, plain)
-    noisy = next(iter(pipeline.train_dataset(split, data, noise=always, **kw)))["x"]
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(np.asarray(never.on_log_mels(plain, key)), plain)
+    noisy = np.asarray(always.on_log_mels(plain, key))
     assert np.all(noisy >= plain - 1e-4)  # Noise adds power; the crops are kept.
-    assert np.all(np.mean(noisy > plain + 1e-3, axis=(1, 2, 3)) > 0.05)
+    assert np.all(np.mean(noisy > plain + 1e-3, axis=(1, 2)) > 0.05)
+    half = augment.MelNoise(0.5, (5.0, 20.0), bands, 80.0)
+    changed = [
+        np.any(np.asarray(half.on_log_mels(plain, jax.random.key(k))) != plain, (1, 2))
+        for k in range(8)
+    ]
+    assert 0.25 < np.mean(changed) < 0.75  # About half the crops, per draw.
     smoke_config.data.noise_prob = 0.5
     made = augment.make_noise(smoke_config.data, smoke_config.features)
     assert made.prob == 0.5 and made.snr_db == (5.0, 20.0) and made.top_db == 80.0

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, cache, examples, features, pipeline
+from mtl_ser.data import augment, batches, cache, features, inputs, pipeline
 from mtl_ser.training import loop, sharding
 from mtl_ser.training import step as step_lib
 
@@ -94,32 +94,44 @@ def test_a_device_crop_equals_the_cached_crop(smoke_config, where):
         "frames": np.array([min(len(mel) - start, crop)], np.int32),
     }
     got = _device_x(batch, data, smoke_config)[0]
-    want = examples._Example(split, data, crop).example(i, start)["x"]
+    want = batches.window_inputs(split, data, np.array([[i, start]]), crop)[0]
     assert got.shape == want.shape == (crop, 64, 1)
     assert _db_difference(got, want, data) <= DB_TOLERANCE
 
 
+def _inputs(batch, data, config):
+    """The model input the train step makes of a training batch (numpy)."""
+    spec = loop.input_spec(config, (data.mean, data.std))
+    return np.asarray(inputs.model_inputs(batch, None, jax.random.key(0), spec))
+
+
 @pytest.mark.parametrize(
-    "inputs, speed_factors", [("segments", ()), ("segments", (1.25,)), ("fixed", ())]
+    "inputs_kind, speed_factors",
+    [("segments", ()), ("segments", (1.25,)), ("fixed", ())],
 )
 def test_training_batches_hold_the_same_crops_on_both_paths(
-    smoke_config, inputs, speed_factors
+    smoke_config, inputs_kind, speed_factors
 ):
-    smoke_config.data.inputs = inputs
+    smoke_config.data.inputs = inputs_kind
     smoke_config.data.speed_factors = speed_factors
     host, device = _data(smoke_config, False), _data(smoke_config, True)
     crop = 160  # Longer than some utterances: padding is compared too.
-    kw = dict(crop=crop, batch_size=8, seed=4, fixed=inputs == "fixed")
+    smoke_config.data.crop_frames = crop
+    kw = dict(crop=crop, batch_size=8, seed=4, fixed=inputs_kind == "fixed")
     host_it = iter(pipeline.train_dataset(host.splits["train"], host, **kw))
     device_it = iter(pipeline.train_dataset(device.splits["train"], device, **kw))
     padded = 0
     for _ in range(4):  # Two epochs of the 16 training utterances.
         want, got = next(host_it), next(device_it)
-        assert "x" not in got and got["audio"].shape == (8, 159 * 160 + 512)
+        assert "db" not in got and got["audio"].shape == (8, 159 * 160 + 512)
         np.testing.assert_array_equal(got["utt"], want["utt"])
         chex.assert_trees_all_equal(got["labels"], want["labels"])
-        x = _device_x(got, device, smoke_config)
-        assert _db_difference(x, want["x"], device) <= DB_TOLERANCE
+        smoke_config.data.features_on_device = True
+        x = _inputs(got, device, smoke_config)
+        smoke_config.data.features_on_device = False
+        assert _db_difference(x, _inputs(want, host, smoke_config), device) <= (
+            DB_TOLERANCE
+        )
         padded += int(np.sum(got["frames"] < crop))
     assert padded > 0
 
@@ -133,25 +145,29 @@ def test_waveform_noise_is_white_at_the_drawn_snr_and_spares_the_padding(
         sample_rate=16_000, n_fft=512, n_mels=64, fmin=50.0, fmax=8_000.0
     )
     noise = augment.MelNoise(1.0, (10.0, 10.0), bands, 80.0)
-    crop, i = 400, 0  # Longer than the utterance: both ends are padding.
-    clean = examples.RandomCrop(split, data, crop)
-    noisy = examples.RandomCrop(split, data, crop, noise=noise)
-    a = clean.random_map(i, np.random.default_rng(1))["audio"]
-    b = noisy.random_map(i, np.random.default_rng(1))["audio"]
-    wave = split.waveforms[0].store.get(split.waveforms[0].rows[i])
-    real = slice(256, 256 + len(wave))  # The crop starts at frame 0.
-    added = b - a
-    assert np.all(added[: real.start] == 0) and np.all(added[real.stop :] == 0)
-    snr = 10 * np.log10(np.mean(np.square(a[real])) / np.mean(np.square(added[real])))
-    assert abs(snr - 10.0) < 0.2
-    spectrum = np.abs(np.fft.rfft(added[real])) ** 2  # White: flat on average.
+    crop = 400  # Longer than every utterance: both ends are padding.
+    batch = next(
+        iter(pipeline.train_dataset(split, data, crop=crop, batch_size=8, seed=1))
+    )
+    clean = batch["audio"]
+    noisy = np.asarray(noise.on_audio(clean, batch["real"], jax.random.key(3)))
+    for k, (lo, hi) in enumerate(batch["real"]):
+        i = batch["utt"][k]
+        wave = split.waveforms[0].store.get(split.waveforms[0].rows[i])
+        assert (lo, hi) == (256, 256 + len(wave))  # The crop starts at frame 0.
+        np.testing.assert_array_equal(clean[k, lo:hi], wave)
+        added = noisy[k] - clean[k]
+        assert np.all(added[:lo] == 0) and np.all(added[hi:] == 0)
+        power = np.mean(np.square(wave, dtype=np.float64))
+        snr = 10 * np.log10(power / np.mean(np.square(added[lo:hi], dtype=np.float64)))
+        assert abs(snr - 10.0) < 0.2
+    added = (noisy - clean)[0, batch["real"][0, 0] : batch["real"][0, 1]]
+    spectrum = np.abs(np.fft.rfft(added)) ** 2  # White: flat on average.
     halves = np.array_split(spectrum[1:], 2)
     assert 0.8 < halves[0].mean() / halves[1].mean() < 1.25
-    never = examples.RandomCrop(
-        split, data, crop, noise=dataclasses.replace(noise, prob=0.0)
-    )
+    never = dataclasses.replace(noise, prob=0.0)
     np.testing.assert_array_equal(
-        never.random_map(i, np.random.default_rng(1))["audio"], a
+        np.asarray(never.on_audio(clean, batch["real"], jax.random.key(3))), clean
     )
 
 
@@ -177,7 +193,7 @@ def _losses(config, num_steps):
     it, state, losses = exp.train_iterator(), exp.state, []
     for _ in range(num_steps):
         batch = sharding.from_process_local(next(it), exp.mesh)
-        state, metrics = exp.train_fn(state, batch)
+        state, metrics = exp.train_fn(state, batch, exp.store)
         losses.append(jax.device_get(metrics))
     return losses
 
@@ -208,10 +224,8 @@ def test_smoke_run_with_device_features_and_every_augmentation(
     assert 0.0 <= results["scalars"]["test/ua/emotion"] <= 1.0
 
 
-def test_audio_batches_need_the_step_to_make_their_inputs(smoke_config):
-    data = _data(smoke_config, True)
-    spec = examples.SpecAugment(1, 5, 1, 5)
-    with pytest.raises(ValueError, match="runs in the train step"):
-        examples.RandomCrop(data.splits["train"], data, 64, augment=spec)
-    with pytest.raises(ValueError, match="needs train_step's inputs_fn"):
-        step_lib._with_inputs({"audio": np.zeros((1, 600))}, None, None)
+def test_store_indices_need_the_device_store(smoke_config):
+    spec = loop.input_spec(smoke_config)
+    batch = {"first": np.zeros(2, np.int32), "frames": np.ones(2, np.int32)}
+    with pytest.raises(ValueError, match="needs the device store"):
+        inputs.model_inputs(batch, None, jax.random.key(0), spec)

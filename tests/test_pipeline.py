@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import cache, corpora, examples, pipeline, splits
+from mtl_ser.data import batches, cache, corpora, pipeline, splits
 
 TASKS = tasks_lib.make_tasks(
     "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
@@ -75,22 +75,81 @@ def test_cached_features_match_direct_computation(data, smoke_config):
     np.testing.assert_array_equal(split.store.get(split.rows[0]), direct)
 
 
+def _window(mel, start, crop):
+    """mel[start:start+crop], padded at the end with the utterance's minimum."""
+    out = mel[start : start + crop]
+    pad = np.full((crop - len(out), mel.shape[1]), mel.min(), mel.dtype)
+    return np.concatenate([out, pad], 0)
+
+
 def test_train_batches_are_shaped_deterministic_and_resumable(data):
     split = data.splits["train"]
     kw = dict(crop=64, batch_size=8, seed=3)
     it = iter(pipeline.train_dataset(split, data, **kw))
     first = next(it)
-    assert first["x"].shape == (8, 64, data.mean.shape[0], 1)
-    assert first["x"].dtype == np.float32
+    assert first["db"].shape == (8, 64, data.mean.shape[0])
+    assert first["db"].dtype == np.float32
     assert set(first["labels"]) == {t.name for t in TASKS}
     state = it.get_state()
-    expected = [next(it)["x"] for _ in range(3)]
+    expected = [next(it)["db"] for _ in range(3)]
     again = iter(pipeline.train_dataset(split, data, **kw))
     next(again)
-    np.testing.assert_array_equal(next(again)["x"], expected[0])
-    again.set_state(state)
+    np.testing.assert_array_equal(next(again)["db"], expected[0])
+    again.set_state(state)  # Resume mid-stream: bit for bit.
     for x in expected:
-        np.testing.assert_array_equal(next(again)["x"], x)
+        np.testing.assert_array_equal(next(again)["db"], x)
+    other = next(
+        iter(pipeline.train_dataset(split, data, crop=64, batch_size=8, seed=4))
+    )
+    assert not np.array_equal(other["utt"], first["utt"])
+
+
+def test_each_crop_is_its_utterance_at_the_drawn_start(data):
+    """A batch is its examples' log-mels cut at the starts its generator drew,
+    padded past the end with the utterance's minimum; labels and masks follow
+    the utterance (regression targets standardised)."""
+    split, crop = data.splits["train"], 160  # Longer than some utterances.
+    make = batches.TrainBatches(
+        split,
+        data.target_stats,
+        batches.crop_table(split),
+        output=batches.DB,
+        crop=crop,
+        batch_size=8,
+        seed=7,
+    )
+    padded = 0
+    for b in range(4):
+        batch = make.map(b)
+        index, copy, start = make.draws(b)
+        np.testing.assert_array_equal(batch["utt"], index)
+        assert not copy.any()  # No speed copies.
+        for k, (i, s) in enumerate(zip(index, start, strict=True)):
+            mel = split.store.get(split.rows[i])
+            assert 0 <= s <= max(len(mel) - crop, 0)
+            np.testing.assert_array_equal(batch["db"][k], _window(mel, s, crop))
+            padded += len(mel) - s < crop
+            assert batch["labels"]["emotion"][k] == split.labels["emotion"][i]
+            assert batch["masks"]["gender"][k] == split.masks["gender"][i]
+        mean, std = data.target_stats["arousal"]
+        want = (split.labels["arousal"][index] - mean) / std
+        np.testing.assert_allclose(batch["labels"]["arousal"], want, rtol=1e-6)
+    assert padded > 0
+
+
+def test_epochs_are_permutations_and_flow_into_each_other(data):
+    split = data.splits["train"]
+    n, size = len(split), 6  # 16 utterances: batches straddle the epochs.
+    it = iter(pipeline.train_dataset(split, data, crop=32, batch_size=size, seed=1))
+    stream = np.concatenate([next(it)["utt"] for _ in range(3 * n // size)])
+    epochs = stream.reshape(3, n)
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(n))
+    assert not np.array_equal(epochs[0], epochs[1])
+    for step in (1, 3):
+        want = stream[(step - 1) * size : step * size]
+        got = pipeline.train_batch_indices(n, batch_size=size, seed=1, step=step)
+        np.testing.assert_array_equal(got, want)
 
 
 def test_read_threads_change_neither_the_batches_nor_the_state(data):
@@ -101,89 +160,117 @@ def test_read_threads_change_neither_the_batches_nor_the_state(data):
     streams, states = {}, {}
     for threads in (0, 1, 3):
         it = iter(pipeline.train_dataset(split, data, read_threads=threads, **kw))
-        batches = [next(it) for _ in range(3)]
+        got = [next(it) for _ in range(3)]
         states[threads] = it.get_state()
-        batches += [next(it) for _ in range(3)]
-        streams[threads] = batches
+        got += [next(it) for _ in range(3)]
+        streams[threads] = got
     for threads in (1, 3):
         for a, b in zip(streams[0], streams[threads], strict=True):
             np.testing.assert_array_equal(a["utt"], b["utt"])
-            np.testing.assert_array_equal(a["x"], b["x"])
+            np.testing.assert_array_equal(a["db"], b["db"])
     resumed = iter(pipeline.train_dataset(split, data, read_threads=3, **kw))
     resumed.set_state(states[0])
     for want in streams[0][3:]:
-        np.testing.assert_array_equal(next(resumed)["x"], want["x"])
+        np.testing.assert_array_equal(next(resumed)["db"], want["db"])
 
 
-def test_process_shards_are_disjoint_and_cover_each_epoch(data):
+def test_process_shares_are_disjoint_and_together_the_global_batch(data):
+    """Process p takes slots p, p + P, ... of every global batch: the shares of
+    an epoch are disjoint and cover it, and each example has the crop it has in
+    a one-process run (the draws are made per global batch)."""
     split = data.splits["train"]
     n = len(split)
     assert n % 4 == 0  # The smoke corpus: no remainder to reason about.
-    per_process = []
+    kw = dict(crop=32, batch_size=4, seed=0)
+    whole = iter(pipeline.train_dataset(split, data, **kw))
+    whole = [next(whole) for _ in range(n // 2)]
+    shares = []
     for p in range(2):
-        ds = pipeline.train_dataset(
-            split, data, crop=32, batch_size=4, seed=0, process_index=p, process_count=2
+        it = iter(
+            pipeline.train_dataset(split, data, process_index=p, process_count=2, **kw)
         )
-        it = iter(ds)  # Each process yields 2 of every 4 global examples.
-        per_process.append(np.concatenate([next(it)["utt"] for _ in range(n // 2)]))
+        shares.append([next(it) for _ in range(n // 2)])  # 2 of every 4 examples.
+    for step, batch in enumerate(whole):
+        for p in range(2):
+            np.testing.assert_array_equal(shares[p][step]["utt"], batch["utt"][p::2])
+            np.testing.assert_array_equal(shares[p][step]["db"], batch["db"][p::2])
+    per_process = [np.concatenate([b["utt"] for b in share]) for share in shares]
     for epoch in range(2):
         chunks = [u[epoch * n // 2 : (epoch + 1) * n // 2] for u in per_process]
         assert not set(chunks[0]) & set(chunks[1])
         assert sorted(np.concatenate(chunks)) == list(range(n))
 
 
+def _reference_windows(lengths, crop, hop):
+    """The windows of one utterance, written out one at a time."""
+    starts = list(range(0, max(lengths - crop, 0) + 1, hop))
+    if lengths > crop and starts[-1] != lengths - crop:
+        starts.append(lengths - crop)
+    return starts
+
+
 def test_eval_windows_cover_each_utterance_whole(data):
     split = data.splits["test"]
+    for crop, hop in ((64, 32), (100, 7), (300, 50)):
+        windows = pipeline.eval_windows(split, crop, hop)
+        for i, row in enumerate(split.rows):
+            length = split.store.lengths[row]
+            starts = windows[windows[:, 0] == i, 1]
+            assert starts.tolist() == _reference_windows(length, crop, hop)
     crop, hop = 64, 32
     windows = pipeline.eval_windows(split, crop, hop)
-    for i, row in enumerate(split.rows):
-        length = split.store.lengths[row]
-        starts = windows[windows[:, 0] == i, 1]
-        assert starts[0] == 0
-        assert starts[-1] + crop >= length
-        assert np.all(np.diff(starts) <= hop)
-    batches = list(
+    batches_ = list(
         pipeline.eval_batches(split, data, crop=crop, hop=hop, batch_size=16)
     )
-    utt = np.concatenate([b["utt"] for b in batches])
-    assert all(b["x"].shape[0] == 16 for b in batches)
+    utt = np.concatenate([b["utt"] for b in batches_])
+    assert all(b["x"].shape == (16, crop, 64, 1) for b in batches_)
     assert sorted(set(utt[utt >= 0])) == list(range(len(split)))
     assert (utt >= 0).sum() == len(windows)
+    x = np.concatenate([b["x"] for b in batches_])[utt >= 0]
+    for k in (0, len(windows) // 2, len(windows) - 1):  # Normalised windows.
+        i, start = windows[k]
+        want = _window(split.store.get(split.rows[i]), start, crop) - data.mean
+        np.testing.assert_array_equal(x[k, ..., 0], want / data.std)
+    assert np.all(np.concatenate([b["x"] for b in batches_])[utt < 0] == 0)
 
 
-def test_spec_augment_masks_bounded_stripes_and_keeps_the_crops(data):
-    augment = examples.SpecAugment(
-        time_masks=2, time_width=10, freq_masks=1, freq_width=5
+def test_the_step_normalises_crops_and_masks_them_with_spec_augment(data):
+    """The model input is made in the train step: (db - mean) / std, then
+    SpecAugment's stripes, drawn from the step's key."""
+    from mtl_ser.data import augment, inputs
+
+    split, crop = data.splits["train"], 64
+    batch = next(
+        iter(pipeline.train_dataset(split, data, crop=crop, batch_size=8, seed=3))
     )
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 40, 1)).astype(np.float32) + 5.0  # No zeros.
-    for _ in range(20):
-        masked = augment(x, rng)
-        zero_frames = np.all(masked == 0, axis=(1, 2)).sum()
-        zero_bands = np.all(masked == 0, axis=(0, 2)).sum()
-        assert zero_frames <= 20 and zero_bands <= 5
-        kept = masked != 0
-        np.testing.assert_array_equal(masked[kept], x[kept])  # Only masking.
-    never = examples.SpecAugment(time_masks=3, time_width=0)
-    np.testing.assert_array_equal(never(x, rng), x)
-
-    split, kw = data.splits["train"], dict(crop=64, batch_size=8, seed=3)
-    plain = next(iter(pipeline.train_dataset(split, data, **kw)))["x"]
-    masked = next(iter(pipeline.train_dataset(split, data, augment=augment, **kw)))
-    again = next(iter(pipeline.train_dataset(split, data, augment=augment, **kw)))
-    np.testing.assert_array_equal(masked["x"], again["x"])  # Deterministic.
-    assert np.any(masked["x"] != plain)
-    np.testing.assert_array_equal(
-        masked["x"][masked["x"] != 0], plain[masked["x"] != 0]
+    spec = inputs.InputSpec(crop, data.mean, data.std)
+    key = jax.random.key(0)
+    plain = np.asarray(inputs.model_inputs(batch, None, key, spec))
+    np.testing.assert_allclose(
+        plain[..., 0], (batch["db"] - data.mean) / data.std, rtol=1e-6, atol=1e-6
     )
+    masks = augment.SpecAugment(time_masks=2, time_width=10, freq_masks=1, freq_width=5)
+    spec = inputs.InputSpec(crop, data.mean, data.std, spec_augment=masks)
+    masked = np.asarray(inputs.model_inputs(batch, None, key, spec))
+    again = np.asarray(inputs.model_inputs(batch, None, key, spec))
+    np.testing.assert_array_equal(masked, again)  # The key decides.
+    assert np.any(masked != plain)
+    kept = masked != 0
+    np.testing.assert_array_equal(masked[kept], plain[kept])  # Only masking.
+    zero_frames = np.all(masked == 0, axis=(2, 3)).sum(1)
+    zero_bands = np.all(masked == 0, axis=(1, 3)).sum(1)
+    assert zero_frames.max() <= 20 and zero_bands.max() <= 5
 
 
-def test_config_turns_spec_augment_on_for_training_batches(smoke_config):
+def test_config_turns_spec_augment_on_in_the_step(smoke_config):
+    from mtl_ser.data import inputs
     from mtl_ser.training import loop
 
     smoke_config.data.freq_masks, smoke_config.data.freq_mask_bands = 2, 6
     exp = loop.Experiment(smoke_config, verbose=False)
-    x = next(exp.train_iterator())["x"]
+    spec = loop.input_spec(smoke_config, (exp.data.mean, exp.data.std))
+    batch = next(exp.train_iterator())
+    x = np.asarray(inputs.model_inputs(batch, None, jax.random.key(1), spec))
     zero_bands = np.all(x == 0, axis=(1, 3)).sum(axis=1)  # Per example.
     assert zero_bands.max() > 0 and zero_bands.max() <= 12
 
@@ -195,12 +282,12 @@ def test_worker_processes_give_the_same_batches_and_resume(smoke_config):
 
     exp = loop.Experiment(smoke_config, verbose=False)
     it = exp.train_iterator()
-    want = [next(it)["x"] for _ in range(4)]
+    want = [next(it)["db"] for _ in range(4)]
     exp.config.data.num_workers = 2
     workers = exp.train_iterator()
     try:
         for x in want[:2]:
-            np.testing.assert_array_equal(next(workers)["x"], x)
+            np.testing.assert_array_equal(next(workers)["db"], x)
         state = workers.get_state()
     finally:
         workers.close()
@@ -208,7 +295,7 @@ def test_worker_processes_give_the_same_batches_and_resume(smoke_config):
     try:
         resumed.set_state(state)
         for x in want[2:]:
-            np.testing.assert_array_equal(next(resumed)["x"], x)
+            np.testing.assert_array_equal(next(resumed)["db"], x)
     finally:
         resumed.close()
 
@@ -243,7 +330,7 @@ def test_fixed_inputs_are_one_centre_window_per_utterance(data):
         by_seed.append({})
         for _ in range(4):
             batch = next(it)
-            by_seed[-1].update(zip(batch["utt"].tolist(), batch["x"], strict=True))
+            by_seed[-1].update(zip(batch["utt"].tolist(), batch["db"], strict=True))
     common = set(by_seed[0]) & set(by_seed[1])
     assert len(common) >= 8
     for utt in common:  # The same crop whatever the seed: not random.
@@ -266,13 +353,11 @@ def test_config_inputs_fixed_reaches_training_and_evaluation(smoke_config, monke
     exp.evaluate(exp.state, "val", "val")
     assert seen == [True]
     train = next(exp.train_iterator())
-    split = exp.data.splits["train"]
-    for utt, x in zip(train["utt"], train["x"], strict=True):
-        length = int(split.store.lengths[split.rows[utt]])
-        start = examples.centre_start(length, smoke_config.data.crop_frames)
-        crop = smoke_config.data.crop_frames
-        expected = examples.EvalWindow(split, exp.data, crop).map((utt, start))["x"]
-        np.testing.assert_array_equal(x, expected)
+    split, crop = exp.data.splits["train"], smoke_config.data.crop_frames
+    for utt, db in zip(train["utt"], train["db"], strict=True):
+        mel = split.store.get(split.rows[utt])
+        start = batches.centre_start(len(mel), crop)
+        np.testing.assert_array_equal(db, _window(mel, start, crop))
 
 
 def test_balanced_class_weights_make_every_class_weigh_the_same():

@@ -40,6 +40,13 @@ def summing(monkeypatch):
     return register
 
 
+def _model_batch(exp):
+    """The first training batch with its model input "x", as the step makes it."""
+    batch = next(exp.train_iterator())
+    x = ((batch["db"] - exp.data.mean) / exp.data.std)[..., None]
+    return {"x": x, "labels": batch["labels"], "masks": batch["masks"]}
+
+
 def _run(config, num_steps):
     # One device: these tests are about the gradient path (sharding has its
     # own test), and one device compiles faster.
@@ -49,7 +56,7 @@ def _run(config, num_steps):
     state, history = exp.state, []
     for _ in range(num_steps):
         batch = sharding.from_process_local(next(it), exp.mesh)
-        state, metrics = exp.train_fn(state, batch)
+        state, metrics = exp.train_fn(state, batch, exp.store)
         history.append(jax.device_get(metrics))
     return jax.device_get(state.params["model"]), history
 
@@ -88,7 +95,7 @@ def test_gradient_path_against_separate_backward_passes(smoke_config, summing):
     method = summing(head_weights=head_weights)
     exp = loop.Experiment(smoke_config, verbose=False)
     state = jax.device_get(exp.state)
-    batch = jax.device_get(next(exp.train_iterator()))
+    batch = _model_batch(exp)
     rng = jax.random.PRNGKey(0)
     kw = dict(model=exp.model, tasks=exp.tasks, method=method)
     total, grads, aux, stats = step_lib._param_grads(state, batch, rng, **kw)
@@ -142,7 +149,7 @@ def test_gradient_method_on_4_devices_equals_1_device(smoke_config):
         state, history = exp.state, []
         for _ in range(2):
             batch = sharding.from_process_local(next(it), exp.mesh)
-            state, metrics = exp.train_fn(state, batch)
+            state, metrics = exp.train_fn(state, batch, exp.store)
             history.append(jax.device_get(metrics))
         runs.append((jax.device_get(state.params), history))
     (one, one_hist), (four, four_hist) = runs
@@ -172,7 +179,7 @@ def test_graddrop_masks_each_tasks_representation_gradient(smoke_config):
     smoke_config.weighting.name = "graddrop"
     exp = loop.Experiment(smoke_config, verbose=False)
     state = jax.device_get(exp.state)
-    batch = jax.device_get(next(exp.train_iterator()))
+    batch = _model_batch(exp)
     rng = jax.random.PRNGKey(3)
     method = weighting.make_method(smoke_config.weighting, exp.tasks)
     _, grads, _, _ = step_lib._rep_grads(

@@ -22,7 +22,7 @@ def _steps(exp, num_steps, *, same_batch=False):
     state, history = exp.state, []
     for _ in range(num_steps):
         state, metrics = exp.train_fn(
-            state, sharding.from_process_local(batch, exp.mesh)
+            state, sharding.from_process_local(batch, exp.mesh), exp.store
         )
         history.append(jax.device_get(metrics))
         if not same_batch:
@@ -97,7 +97,7 @@ def test_ema_averages_the_live_variables_and_evaluation_uses_it(smoke_config):
     it, state = exp.train_iterator(), exp.state
     for step in range(3):
         batch = sharding.from_process_local(next(it), exp.mesh)
-        state, _ = exp.train_fn(state, batch)
+        state, _ = exp.train_fn(state, batch, exp.store)
         live = state_lib.live_variables(jax.device_get(state))
         d = min(0.5, (1 + step) / (10 + step))
         want = jax.tree.map(lambda e, v, d=d: d * e + (1 - d) * v, want, live)
@@ -105,7 +105,9 @@ def test_ema_averages_the_live_variables_and_evaluation_uses_it(smoke_config):
     assert set(got) == {"params", "batch_stats"}
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)
     # Evaluation runs the averaged model, not the live one.
-    x = sharding.from_process_local(next(it), exp.mesh)["x"]
+    db = next(it)["db"]
+    x = ((db - exp.data.mean) / exp.data.std)[..., None]  # The model input.
+    x = sharding.from_process_local(x, exp.mesh)
     predictions = jax.device_get(exp.eval_fn(state, x))["emotion"]
     averaged = exp.model.apply(state.ema, x, train=False)[0]["emotion"]
     current = exp.model.apply(live, x, train=False)[0]["emotion"]

@@ -19,7 +19,7 @@ def _train(config, num_steps):
     state, history = exp.state, []
     for _ in range(num_steps):
         batch = sharding.from_process_local(next(it), exp.mesh)
-        state, metrics = exp.train_fn(state, batch)
+        state, metrics = exp.train_fn(state, batch, exp.store)
         history.append(jax.device_get(metrics))
     return exp, jax.device_get(state), history
 

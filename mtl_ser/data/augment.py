@@ -5,8 +5,9 @@ corpus: each waveform is resampled so that it plays `factor` times faster at
 the same sample rate (N / factor samples; pitch and formants move with it), then
 trimmed and log-mel'd as the original (see cache.build_cache).
 
-Noise is added on the fly to training crops. The cache holds log-mels, not
-waveforms, so white noise is added in the mel power domain: for a waveform
+Noise is added on the fly to training crops, in the train step (batch
+operations, from the step's key). The cache holds log-mels, not waveforms, so
+white noise is added in the mel power domain: for a waveform
 x + z (z white, variance s2), each mel bin's power is
 
     sum_k M[b, k] |X_k + Z_k|^2 = S + N + 2 Re sum_k M[b, k] X_k conj(Z_k),
@@ -20,13 +21,16 @@ the correlation of N across overlapping frames and neighbouring bands (which
 leaves each bin's distribution unchanged), and the half-empty first and last
 frames of an utterance (librosa's zero-padded centring). Measured against noise
 added to the waveform (tests/test_augment.py), the mean log-mel per band agrees
-within 0.5 dB (0.16 dB averaged over the bands) at 5 and 20 dB SNR.
+within 0.5 dB (0.16 dB averaged over the bands) at 5 and 20 dB SNR. Crops made
+from waveforms (data.features_on_device) get real white noise on their samples.
 """
 
 import dataclasses
 import functools
 from typing import Optional
 
+import jax
+import jax.numpy as jnp
 import librosa
 import numpy as np
 
@@ -123,17 +127,17 @@ def white_noise_bands(
     return bands
 
 
-def add_noise(
-    db: np.ndarray,
-    snr_db: float,
+def add_mel_noise(
+    db: jax.Array,
+    snr_db: jax.Array,
     bands: WhiteNoiseBands,
-    rng: np.random.Generator,
+    key: jax.Array,
     *,
     top_db: Optional[float],
-) -> np.ndarray:
-    """Adds white noise at `snr_db` to a log-mel crop, in the mel power domain.
+) -> jax.Array:
+    """Adds white noise at `snr_db` to log-mel crops, in the mel power domain.
 
-    The crop's power is its mean over frames of the Hz-weighted band powers
+    Each crop's power is its mean over frames of the Hz-weighted band powers
     (`bands.hz`), which is proportional to the power of the waveform in the mel
     range; the noise's is set `snr_db` below it, spread over the bands as white
     noise spreads (`bands.power`), with a Gamma-distributed fluctuation per bin
@@ -143,26 +147,53 @@ def add_noise(
     audio and on a 440 Hz tone).
 
     Args:
-      db: [T, F] log-mel crop in dB (features.log_mel, before normalisation).
-      snr_db: signal-to-noise ratio of the result, in dB.
+      db: [B, T, F] log-mel crops in dB (features.log_mel, before normalisation).
+      snr_db: [B] signal-to-noise ratio of each result, in dB.
       bands: white_noise_bands for the features' settings.
-      rng: the example's generator (draws T * F Gamma variates).
-      top_db: as features.log_mel: the result is clipped this far below its
+      key: draws the B * T * F Gamma variates.
+      top_db: as features.log_mel: each result is clipped this far below its
         maximum; None does not clip.
 
     Returns:
-      [T, F] float32 log-mel of the crop plus noise, in dB.
+      [B, T, F] float32 log-mels of the crops plus noise, in dB.
     """
-    power = np.power(10.0, np.asarray(db, np.float64) / 10.0)  # [T, F]
-    signal = np.mean(power @ bands.hz)
-    level = signal / (bands.power @ bands.hz) * 10.0 ** (-snr_db / 10.0)
-    fluctuation = rng.gamma(bands.shape, 1.0 / bands.shape, size=power.shape)
-    noisy = 10.0 * np.log10(
-        np.maximum(power + level * bands.power * fluctuation, _AMIN)
-    )
+    power = jnp.power(10.0, db.astype(jnp.float32) / 10.0)  # [B, T, F]
+    signal = jnp.mean(power @ bands.hz.astype(np.float32), axis=1)  # [B]
+    level = signal / float(bands.power @ bands.hz) * 10.0 ** (-snr_db / 10.0)
+    shape = jnp.broadcast_to(bands.shape.astype(np.float32), power.shape)
+    fluctuation = jax.random.gamma(key, shape) / shape
+    added = level[:, None, None] * bands.power.astype(np.float32) * fluctuation
+    noisy = 10.0 * jnp.log10(jnp.maximum(power + added, _AMIN))
     if top_db is not None:
-        noisy = np.maximum(noisy, noisy.max() - top_db)
-    return noisy.astype(np.float32)
+        peak = jnp.max(noisy, axis=(1, 2), keepdims=True)
+        noisy = jnp.maximum(noisy, peak - top_db)
+    return noisy
+
+
+def add_white_noise(
+    audio: jax.Array, real: jax.Array, snr_db: jax.Array, key: jax.Array
+) -> jax.Array:
+    """Crop samples plus real white noise at `snr_db` (data.features_on_device).
+
+    The noise's power is set relative to the mean power of each crop's own
+    samples, [lo, hi) = `real`; the centring and end padding stay zero, as
+    noise added to the waveform before the STFT would leave them. The truth
+    that add_mel_noise approximates in the mel domain, where the signal's power
+    is that of the crop's mel range (50 Hz to fmax by default) rather than all.
+
+    Args:
+      audio: [B, S] crop samples.
+      real: [B, 2] int, each crop's own samples [lo, hi).
+      snr_db: [B] signal-to-noise ratio, in dB.
+      key: draws the Gaussian samples.
+    """
+    pos = jnp.arange(audio.shape[1])[None, :]
+    inside = (pos >= real[:, :1]) & (pos < real[:, 1:])  # [B, S]
+    count = jnp.maximum(jnp.sum(inside, axis=1), 1)
+    power = jnp.sum(jnp.where(inside, jnp.square(audio), 0.0), axis=1) / count
+    scale = jnp.sqrt(power * 10.0 ** (-snr_db / 10.0))  # [B]
+    noise = scale[:, None] * jax.random.normal(key, audio.shape, audio.dtype)
+    return audio + jnp.where(inside, noise, 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +201,9 @@ class MelNoise:
     """Random white noise for training crops (config data.noise_*).
 
     With probability `prob` a crop gets white noise at an SNR drawn uniformly
-    from `snr_db` (lo, hi); see add_noise. Draws from the example's generator.
+    from `snr_db` (lo, hi): in the mel domain for log-mel crops (`on_log_mels`,
+    add_mel_noise), on the samples for audio crops (`on_audio`). Drawn in the
+    train step, from its key.
     """
 
     prob: float
@@ -178,12 +211,51 @@ class MelNoise:
     bands: WhiteNoiseBands
     top_db: Optional[float]
 
-    def __call__(self, db: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A noisy copy of the log-mel crop db [T, F] (or db itself)."""
-        if rng.random() >= self.prob:
-            return db
-        snr = rng.uniform(*self.snr_db)
-        return add_noise(db, snr, self.bands, rng, top_db=self.top_db)
+    def draws(self, key: jax.Array, batch: int) -> tuple:
+        """([B] bool which crops get noise, [B] their SNRs, the noise's key)."""
+        which, snr, noise = jax.random.split(key, 3)
+        lo, hi = self.snr_db
+        chosen = jax.random.uniform(which, (batch,)) < self.prob
+        return chosen, jax.random.uniform(snr, (batch,), minval=lo, maxval=hi), noise
+
+    def on_log_mels(self, db: jax.Array, key: jax.Array) -> jax.Array:
+        """Noisy copies of the crops db [B, T, F] (dB) chosen with `prob`."""
+        chosen, snr, key = self.draws(key, db.shape[0])
+        noisy = add_mel_noise(db, snr, self.bands, key, top_db=self.top_db)
+        return jnp.where(chosen[:, None, None], noisy, db)
+
+    def on_audio(self, audio: jax.Array, real: jax.Array, key: jax.Array):
+        """Noisy copies of the crops' samples audio [B, S] chosen with `prob`."""
+        chosen, snr, key = self.draws(key, audio.shape[0])
+        noisy = add_white_noise(audio, real, snr, key)
+        return jnp.where(chosen[:, None], noisy, audio)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecAugment:
+    """Time and frequency masking (SpecAugment, Park et al. 2019) settings.
+
+    Each of `time_masks` masks sets w consecutive frames to 0, with w uniform
+    in [0, time_width]; each of `freq_masks` masks sets w consecutive mel bands
+    to 0, w uniform in [0, freq_width]. Applied in the train step to normalised
+    log-mels, where 0 is the training mean of the band
+    (features.spec_augment_jnp).
+    """
+
+    time_masks: int = 0
+    time_width: int = 0
+    freq_masks: int = 0
+    freq_width: int = 0
+
+
+def make_spec_augment(data_cfg) -> Optional[SpecAugment]:
+    """The SpecAugment of data.time_masks etc., or None when both counts are 0."""
+    d = data_cfg
+    if not (d.time_masks or d.freq_masks):
+        return None
+    return SpecAugment(
+        d.time_masks, d.time_mask_frames, d.freq_masks, d.freq_mask_bands
+    )
 
 
 def make_noise(data_cfg, features_cfg) -> Optional[MelNoise]:

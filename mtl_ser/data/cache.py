@@ -72,6 +72,7 @@ class FeatureStore:
         self.peak_db = np.asarray(index.get("peak_db", ()), np.float32)
         self.floor_db = np.asarray(index.get("floor_db", ()), np.float32)
         self._frames = None
+        self._floors = None
 
     @property
     def frames(self) -> np.ndarray:
@@ -79,6 +80,16 @@ class FeatureStore:
             path = os.path.join(self.directory, "features.npy")
             self._frames = np.load(path, mmap_mode="r")
         return self._frames
+
+    @property
+    def floors(self) -> np.ndarray:
+        """[rows] float32 each log-mel row's minimum: the padding of its crops.
+
+        Computed on first use, in one pass over the store.
+        """
+        if self._floors is None:
+            self._floors = np.minimum.reduceat(np.min(self.frames, 1), self.offsets)
+        return self._floors
 
     def __getstate__(self):
         return {**self.__dict__, "_frames": None}

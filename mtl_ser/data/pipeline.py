@@ -1,8 +1,11 @@
 """Grain input pipelines: feature cache -> process-local numpy batches.
 
-A batch is a dict: `x` [B, T, F, 1] float32 normalised log-mel, `labels` and
-`masks` (dicts task name -> [B]), and `utt` [B] int32 (the utterance's index in
-its split; -1 for evaluation padding). This module knows no devices.
+Training batches are cut from the feature cache by data/batches.py (one Grain
+element a batch; see there for what a batch holds) and made into the model's
+input in the train step (data/inputs.py). Evaluation batches hold the input
+itself: `x` [B, T, F, 1] float32 normalised log-mel windows and `utt` [B] int32
+(the utterance's index in its split; -1 for padding). This module knows no
+devices.
 
 Augmentation happens to training examples only: speed-perturbed copies of the
 corpus (data.speed_factors, cached like the original), white noise on the crop
@@ -10,13 +13,9 @@ corpus (data.speed_factors, cached like the original), white noise on the crop
 normalisation statistics use the original features alone.
 
 With data.features_on_device the training split carries waveform stores
-(`SplitData.waveforms`) and a training batch carries, instead of `x`, what the
-train step makes the same crops' log-mels from (features.crop_features_jnp):
-`audio` [B, S] float32, the samples under the crop's T frames
-(features.crop_samples), `peak_db` and `floor_db` [B] float32, the utterance's
-maximum and minimum log-mel, and `frames` [B] int32, the crop's frames inside
-the utterance. The draws are the log-mel path's, so the crops are too; noise is
-white noise added to the samples, and SpecAugment runs in the step.
+(`SplitData.waveforms`) and its batches carry the crops' samples instead of
+their log-mels, which the train step computes (features.crop_features_jnp);
+the draws are the log-mel path's, so the crops are too.
 """
 
 import collections
@@ -29,8 +28,7 @@ import grain
 import numpy as np
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment as augment_lib
-from mtl_ser.data import cache, corpora, examples, splits
+from mtl_ser.data import batches, cache, corpora, splits
 from mtl_ser.errors import ConfigError
 
 
@@ -369,6 +367,9 @@ def target_statistics(split: SplitData, tasks) -> dict:
 
 
 READ_AHEAD_PER_THREAD = 4  # Batches made ahead per read thread.
+# Grain's element count for the endless stream of batches (Grain's iterator
+# state is the next element's index; 2**62 steps are never reached).
+_ENDLESS = 2**62
 
 
 def train_dataset(
@@ -380,52 +381,53 @@ def train_dataset(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
-    augment: "examples.SpecAugment | None" = None,
     fixed: bool = False,
-    noise: "augment_lib.MelNoise | None" = None,
     read_threads: int = 1,
+    table: "batches.CropTable | None" = None,
 ) -> grain.IterDataset:
-    """Endless shuffled training batches of this process's share.
+    """Endless training batches of this process's share (data/batches.py).
 
-    Each example is a random crop (with `fixed`, the centre crop) of the
-    utterance at a random speed (when the split has speed copies), with white
-    noise (`noise`) and masked by `augment` when given (see examples.RandomCrop).
-
-    Every epoch is a new permutation of the split; process p takes elements
-    p, p + P, p + 2P, ... of the global order, so processes see disjoint examples
-    and together one global batch of `batch_size`. Nothing is dropped: the
-    epochs follow one another in one stream, so a batch may hold the end of one
-    epoch and the start of the next, and every example of every epoch goes to
-    exactly one process once (when P does not divide the split, the processes'
-    shares of an epoch differ by at most one example).
+    Element b is global batch b (the batch of step b + 1): its examples are
+    positions b*B .. b*B + B - 1 of the endless stream of epochs, each a new
+    permutation of the split, and process p takes positions p, p + P, ... of
+    it, so processes see disjoint examples and together one global batch of
+    `batch_size`. Nothing is dropped: a batch may hold the end of one epoch and
+    the start of the next, and every example of every epoch goes to exactly one
+    process once. Each example is a random crop (with `fixed`, the centre crop)
+    of the utterance at a random speed (when the split has speed copies).
 
     `read_threads` threads make batches ahead (data.read_threads; 0: none),
     READ_AHEAD_PER_THREAD batches each.
 
+    Args:
+      table: where the crops come from (batches.crop_table of `split`, the
+        default); a table of the device store (batches.device_frames) gives
+        batches of store indices instead of crops.
+
     Returns:
       A Grain IterDataset whose iterator state can be checkpointed.
     """
-    if batch_size % process_count:
-        raise ValueError(
-            f"data.batch_size={batch_size}: not divisible by {process_count} processes"
-        )
-    # Crop, then take this process's share: an example's random crop follows
-    # from its place in the global order, whatever the number of processes
-    # (cropping the share would give every process the same random draws).
-    example = examples.RandomCrop(split, data, crop, augment, fixed, noise)
-    ds = _train_order(len(split), seed, 0, 1).random_map(example)
-    ds = ds[process_index::process_count]
-    ds = ds.batch(batch_size // process_count, drop_remainder=True)
-    # Grain's default, 500 elements, would be 500 batches here.
+    table = batches.crop_table(split) if table is None else table
+    if not table.stores:
+        output = batches.INDEX
+    else:
+        output = batches.AUDIO if table.waveforms else batches.DB
+    make = batches.TrainBatches(
+        split,
+        data.target_stats,
+        table,
+        output=output,
+        crop=crop,
+        batch_size=batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+        fixed=fixed,
+    )
+    ds = grain.MapDataset.range(_ENDLESS).map(make)
     ahead = READ_AHEAD_PER_THREAD * read_threads
     options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=ahead)
     return ds.to_iter_dataset(options)
-
-
-def _train_order(n: int, seed: int, process_index: int, process_count: int):
-    """This process's endless sequence of split indices (see train_dataset)."""
-    ds = grain.MapDataset.range(n).seed(seed).shuffle().repeat(None)
-    return ds[process_index::process_count]
 
 
 def train_batch_indices(
@@ -436,12 +438,9 @@ def train_batch_indices(
     Process p's rows come p-th, as in the global batch the step sees; the
     indices are those train_dataset gives, without reading any features.
     """
-    local = batch_size // process_count
-    rows = []
-    for p in range(process_count):
-        order = _train_order(n, seed, p, process_count)
-        rows.extend(order[(step - 1) * local + i] for i in range(local))
-    return np.asarray(rows, np.int64)
+    positions = (step - 1) * batch_size + np.arange(batch_size)
+    order = np.concatenate([positions[p::process_count] for p in range(process_count)])
+    return batches.stream_indices(n, seed, order)
 
 
 def eval_windows(
@@ -453,17 +452,17 @@ def eval_windows(
     flush with the end; an utterance shorter than `crop` gets one padded window.
     With `fixed`, each utterance has one window: its centre crop.
     """
-    windows = []
-    for i, row in enumerate(split.rows):
-        length = int(split.store.lengths[row])
-        if fixed:
-            windows.append((i, examples.centre_start(length, crop)))
-            continue
-        starts = list(range(0, max(length - crop, 0) + 1, hop))
-        if length > crop and starts[-1] != length - crop:
-            starts.append(length - crop)
-        windows.extend((i, s) for s in starts)
-    return np.array(windows, np.int64)
+    lengths = split.store.lengths[split.rows]
+    if fixed:
+        starts = batches.centre_start(lengths, crop)
+        return np.stack([np.arange(len(lengths)), starts], 1).astype(np.int64)
+    last = np.maximum(lengths - crop, 0)  # The final window's start.
+    count = last // hop + 1 + (last % hop > 0)  # Windows per utterance.
+    utt = np.repeat(np.arange(len(lengths)), count)
+    first_window = np.cumsum(count) - count
+    starts = (np.arange(len(utt)) - first_window[utt]) * hop
+    starts = np.minimum(starts, last[utt])
+    return np.stack([utt, starts], 1).astype(np.int64)
 
 
 def eval_batches(
@@ -475,27 +474,17 @@ def eval_batches(
     batch_size: int,
     fixed: bool = False,
 ):
-    """Yields full global evaluation batches (numpy); the last is padded.
+    """Yields full global evaluation batches {"x", "utt"} (numpy); the last is
+    padded with zero inputs and `utt` = -1, which count nowhere.
 
-    Padding rows have `utt` = -1 and zero masks, so they count nowhere.
+    `x` is the model's input [B, T, F, 1] (batches.window_inputs).
     """
     windows = eval_windows(split, crop, hop, fixed=fixed)
-    ds = grain.MapDataset.source(windows).map(examples.EvalWindow(split, data, crop))
-    for batch in ds.batch(batch_size):
-        yield _pad_batch(batch, batch_size)
-
-
-def _pad_batch(batch: dict, size: int) -> dict:
-    n = len(batch["utt"])
-    if n == size:
-        return batch
-
-    def pad(x, fill):
-        return np.concatenate([x, np.full((size - n,) + x.shape[1:], fill, x.dtype)])
-
-    return {
-        "x": pad(batch["x"], 0),
-        "labels": {k: pad(v, 0) for k, v in batch["labels"].items()},
-        "masks": {k: pad(v, 0) for k, v in batch["masks"].items()},
-        "utt": pad(batch["utt"], -1),
-    }
+    for begin in range(0, len(windows), batch_size):
+        chunk = windows[begin : begin + batch_size]
+        x = batches.window_inputs(split, data, chunk, crop)
+        pad = batch_size - len(chunk)
+        yield {
+            "x": np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]),
+            "utt": np.concatenate([chunk[:, 0], np.full(pad, -1)]).astype(np.int32),
+        }

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import examples, pipeline
+from mtl_ser.data import batches, pipeline
 from mtl_ser.training import evaluate, sharding
 from mtl_ser.training import state as state_lib
 
@@ -154,10 +154,7 @@ def _gradcam_arrays(exp, state, split, task, per_class: int) -> dict:
     windows = pipeline.eval_windows(
         split, c.data.crop_frames, c.data.eval_hop_frames, fixed=True
     )[indices]  # [K, 2]: (utterance, start)
-    example = examples.EvalWindow(split, data, c.data.crop_frames)
-    x = np.zeros((len(indices), c.data.crop_frames, c.features.n_mels, 1), np.float32)
-    for k, window in enumerate(windows):
-        x[k] = example.map(window)["x"]
+    x = batches.window_inputs(split, data, windows, c.data.crop_frames)
     maps = np.zeros(x.shape[:3], np.float32)
     if len(indices):
         # Pad the batch to a multiple of the devices it is split over.

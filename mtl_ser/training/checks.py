@@ -109,6 +109,15 @@ def validate_config(config):
         c.data.read_threads >= 0,
         f"data.read_threads={c.data.read_threads}: must be >= 0 (0: no threads)",
     )
+    _require(
+        c.data.device_cache_max_mb > 0,
+        f"data.device_cache_max_mb={c.data.device_cache_max_mb}: must be > 0",
+    )
+    _require(
+        not (c.data.device_cache and c.data.features_on_device),
+        "data.device_cache=True holds log-mels, data.features_on_device=True "
+        "makes them from waveforms in the step: choose one",
+    )
     for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
         _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
     _require(

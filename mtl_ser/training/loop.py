@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, examples, features, normalisation, pipeline
+from mtl_ser.data import augment, batches, features, inputs, normalisation, pipeline
 from mtl_ser.outputs import analysis
 from mtl_ser.training import (
     checkpointing,
@@ -54,8 +54,8 @@ def build_steps(
     Used by training and by the benchmarks, so both time the same step.
     `steps_per_epoch` serves the weighting methods defined per epoch (DWA,
     GradNorm); `method` replaces the configured weighting (benchmarks).
-    `stats`, the training split's band (mean, std), lets the train step make
-    the log-mels of audio batches (data.features_on_device).
+    `stats`, the training split's band (mean, std), normalises the model input
+    in the train step (default 0 and 1: benchmarks, whose batches carry "x").
     """
     c = config
     model = models.make_model(
@@ -90,7 +90,7 @@ def build_steps(
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
     options = xla_options.compiler_options(c.train)
-    train_fn = jax.jit(
+    train_fn = jax.jit(  # (state, batch, device store or None).
         functools.partial(
             step_lib.train_step,
             model=model,
@@ -102,10 +102,10 @@ def build_steps(
             per_task_grads=c.weighting.per_task_grads,
             skip_nonfinite=c.train.on_nonfinite == "skip",
             nan_at=_nan_at(c.train, tasks),
-            inputs_fn=_device_inputs(c, stats),
+            inputs=input_spec(c, stats),
             ema_decay=c.train.ema_decay,
         ),
-        in_shardings=(state_sharding, batch_sh),
+        in_shardings=(state_sharding, batch_sh, repl),
         out_shardings=(state_sharding, repl),
         donate_argnums=0,
         compiler_options=options,
@@ -133,26 +133,18 @@ def _nan_at(train_cfg, tasks):
     return (int(train_cfg.nan_step), names.index(task))
 
 
-def _device_inputs(config, stats):
-    """train_step's inputs_fn (data.features_on_device with `stats`), or None."""
-    if not config.data.features_on_device or stats is None:
-        return None
-    return functools.partial(
-        step_lib.device_inputs,
-        features=features.log_mel_settings(config.features),
-        mean=np.asarray(stats[0], np.float32),
-        std=np.asarray(stats[1], np.float32),
-        augment=_spec_augment(config.data),
-    )
-
-
-def _spec_augment(data_cfg):
-    """The SpecAugment of data.time_masks etc., or None when both counts are 0."""
-    d = data_cfg
-    if not (d.time_masks or d.freq_masks):
-        return None
-    return examples.SpecAugment(
-        d.time_masks, d.time_mask_frames, d.freq_masks, d.freq_mask_bands
+def input_spec(config, stats=None) -> inputs.InputSpec:
+    """How the train step makes its model input (data/inputs.py)."""
+    mels = config.features.n_mels
+    mean, std = stats if stats is not None else (np.zeros(mels), np.ones(mels))
+    on_device = config.data.features_on_device
+    return inputs.InputSpec(
+        crop=config.data.crop_frames,
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
+        noise=augment.make_noise(config.data, config.features),
+        spec_augment=augment.make_spec_augment(config.data),
+        log_mel=features.log_mel_settings(config.features) if on_device else None,
     )
 
 
@@ -187,6 +179,40 @@ class Experiment:
         self.param_norm_fn = steps.param_norm_fn
         # Validation runs only when there are validation speakers.
         self.has_val = len(self.data.splits["val"].rows) > 0
+        self.table, self.store = self._crop_source(verbose)
+
+    def _crop_source(self, verbose):
+        """(crop table, device store or None): where training crops come from.
+
+        With data.device_cache, the training split's log-mels (and speed
+        copies) are replicated on every device when they fit under
+        data.device_cache_max_mb, and the host sends only store indices.
+        Replicated rather than sharded: every device then gathers its own
+        share of the batch locally, and every public SER corpus fits
+        (EmoDB 37 MB, IEMOCAP about 2 GB in float32).
+        """
+        d = self.config.data
+        table = batches.crop_table(self.data.splits["train"])
+        if not d.device_cache:
+            return table, None
+        resident = batches.device_frames(table, d.device_cache_max_mb * 2**20)
+        if resident is None:
+            if verbose:
+                print(
+                    "data.device_cache: the training log-mels exceed "
+                    f"data.device_cache_max_mb={d.device_cache_max_mb:g}; crops are "
+                    "read on the host",
+                    flush=True,
+                )
+            return table, None
+        frames, table = resident
+        if verbose:
+            print(
+                f"data.device_cache: {frames.nbytes / 2**20:.1f} MB of training "
+                f"log-mels on each of {self.mesh.size} device(s)",
+                flush=True,
+            )
+        return table, sharding.replicate(frames, self.mesh)
 
     def train_iterator(self):
         """This process's training batches; checkpointable (Grain's state)."""
@@ -199,11 +225,9 @@ class Experiment:
             seed=c.seed,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
-            # On device, SpecAugment runs in the train step.
-            augment=None if c.data.features_on_device else _spec_augment(c.data),
             fixed=c.data.inputs == "fixed",
-            noise=augment.make_noise(c.data, c.features),
             read_threads=c.data.read_threads,
+            table=self.table,
         )
         if c.data.num_workers > 0:
             options = grain.MultiprocessingOptions(num_workers=c.data.num_workers)
@@ -329,7 +353,7 @@ class _Loop:
         for done in range(start + 1, end + 1):
             batch = sharding.from_process_local(next(train_iter), exp.mesh)
             with jax.transfer_guard("disallow"):
-                state, metrics = exp.train_fn(state, batch)
+                state, metrics = exp.train_fn(state, batch, exp.store)
             bar.update(1)
             stop = self.stops.requested(done)
             save = done % c.train.checkpoint_every == 0 or done in (end, stop_at)

@@ -1,14 +1,12 @@
 """The jitted train and eval steps (pure, module level; bound with partial)."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from mtl_ser import models
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import features as features_lib
+from mtl_ser.data import inputs as inputs_lib
 from mtl_ser.training import state as state_lib
 
 
@@ -76,46 +74,10 @@ def _method_rng(rng):
     return jax.random.fold_in(rng, 1)
 
 
-def _augment_rng(rng):
-    """The on-device SpecAugment's key, independent of the dropout key `rng`."""
+def _inputs_rng(rng):
+    """The key of the model input's noise and masks, independent of the dropout
+    key `rng`."""
     return jax.random.fold_in(rng, 2)
-
-
-def device_inputs(batch, rng, *, features, mean, std, augment=None):
-    """The model input [B, T, F, 1] of an audio batch: its log-mels, on device.
-
-    What the host pipeline makes of the same crops (examples.RandomCrop):
-    log-mels (features.crop_features_jnp), normalised, then SpecAugment.
-
-    Args:
-      batch: {"audio": [B, S], "peak_db", "floor_db": [B], "frames": [B], ...}
-        (the pipeline's audio examples).
-      rng: the augmentation key.
-      features: the log-mel settings (features.log_mel's keyword arguments).
-      mean, std: [F] the training split's band statistics (host constants).
-      augment: an examples.SpecAugment, or None.
-    """
-    x = features_lib.crop_features_jnp(
-        batch["audio"],
-        batch["peak_db"],
-        mean,
-        std,
-        batch["frames"],
-        batch["floor_db"],
-        **features,
-    )
-    if augment is None:
-        return x
-    return features_lib.spec_augment_jnp(x, rng, **dataclasses.asdict(augment))
-
-
-def _with_inputs(batch, rng, inputs_fn):
-    """The batch with its model input "x": its own, or made from its "audio"."""
-    if "audio" not in batch:
-        return batch
-    if inputs_fn is None:
-        raise ValueError("a batch with 'audio' needs train_step's inputs_fn")
-    return {**batch, "x": inputs_fn(batch, _augment_rng(rng))}
 
 
 def _task_losses(tasks, outputs, batch, poison=None):
@@ -281,6 +243,7 @@ def _rep_grads(
 def train_step(
     state,
     batch,
+    store,
     *,
     model,
     tasks,
@@ -291,7 +254,7 @@ def train_step(
     per_task_grads: str = "vmap",
     skip_nonfinite: bool = False,
     nan_at=None,
-    inputs_fn=None,
+    inputs: "inputs_lib.InputSpec | None" = None,
     ema_decay: float = 0.0,
 ):
     """One optimizer step on a (sharded) global batch.
@@ -303,8 +266,10 @@ def train_step(
 
     Args:
       state: TrainState.
-      batch: {"x": [B, T, F, 1], "labels": {task: [B]}, "masks": {task: [B]}};
-        or, instead of "x", the audio of the crops (pipeline's docstring).
+      batch: a training batch (data/batches.py): "labels" and "masks" ({task:
+        [B]}) and what the model input is made of (data/inputs.py), or "x".
+      store: the training split's log-mels resident on the devices
+        (data.device_cache), replicated; None otherwise.
       model, tasks, tx, method, schedule: static, bound with functools.partial.
       rep_grad: gradient methods: per-task gradients of the representation.
       per_task_grads: gradient methods: "vmap" (one batched backward pass over
@@ -314,8 +279,8 @@ def train_step(
         freezes every later step, so the state stays the last finite one until
         the loop stops the run; if True, later finite steps go on ("skip").
       nan_at: (1-based step, task index) whose loss is made NaN (tests), or None.
-      inputs_fn: (batch, rng) -> x [B, T, F, 1] for a batch with "audio"
-        (device_inputs bound with partial); unused otherwise.
+      inputs: the InputSpec that makes the model input [B, T, F, 1]; None
+        only for batches that carry their "x".
       ema_decay: the decay of the state's moving averages of the model's
         variables, when it keeps them (state.ema).
 
@@ -324,7 +289,8 @@ def train_step(
       gradient methods, `train/loss/total` is sum_t weights[t] * L_t.
     """
     rng = jax.random.fold_in(state.rng, state.step)  # Dropout.
-    batch = _with_inputs(batch, rng, inputs_fn)
+    x = inputs_lib.model_inputs(batch, store, _inputs_rng(rng), inputs)
+    batch = {"x": x, "labels": batch["labels"], "masks": batch["masks"]}
     poison = _poison(state.step, len(tasks), nan_at)
     kwargs = dict(model=model, tasks=tasks, method=method, poison=poison)
     if not method.needs_grads:

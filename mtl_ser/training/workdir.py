@@ -19,8 +19,15 @@ from jax.experimental import multihost_utils
 
 # Config fields that may change between resumes without changing the run (the
 # library fusions change how XLA computes the same step, not what it computes;
-# read threads, who makes the same batches, under the same iterator state).
-RUNTIME_ONLY = ("train.progress_bar", "train.cpu_library_fusions", "data.read_threads")
+# read threads, who makes the same batches, under the same iterator state; the
+# device cache, where the same crops are gathered).
+RUNTIME_ONLY = (
+    "train.progress_bar",
+    "train.cpu_library_fusions",
+    "data.read_threads",
+    "data.device_cache",
+    "data.device_cache_max_mb",
+)
 
 # Config fields added after workdirs were saved, with the value that gives the
 # behaviour from before they existed: a saved config without one reads as if
@@ -32,6 +39,8 @@ ADDED_FIELDS = {
     "split.cv_validation": True,
     "data.class_weights": "none",
     "model.pool_size": (),
+    "data.device_cache": False,
+    "data.device_cache_max_mb": 4096.0,
 }
 
 

@@ -109,7 +109,7 @@ def test_an_incomplete_job_fails_naming_the_variable(
 
 
 def _stream(split, data, *, process_index, process_count, num_batches):
-    """(utt [n], x [n, T, F, 1]) of this process's first `num_batches` batches."""
+    """(utt [n], db [n, T, F]) of this process's first `num_batches` batches."""
     it = iter(
         pipeline.train_dataset(
             split,
@@ -124,7 +124,7 @@ def _stream(split, data, *, process_index, process_count, num_batches):
     batches = [next(it) for _ in range(num_batches)]
     return (
         np.concatenate([b["utt"] for b in batches]),
-        np.concatenate([b["x"] for b in batches]),
+        np.concatenate([b["db"] for b in batches]),
     )
 
 

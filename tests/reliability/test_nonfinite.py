@@ -20,7 +20,7 @@ def _states(config, num_steps):
     states = [jax.device_get(state)]
     for _ in range(num_steps):
         batch = sharding.from_process_local(next(it), exp.mesh)
-        state, _ = exp.train_fn(state, batch)
+        state, _ = exp.train_fn(state, batch, exp.store)
         states.append(jax.device_get(state))
     return states
 
