@@ -4,23 +4,42 @@
   .venv/bin/python -m benchmarks.torch_reference --check_only     # identity only
   .venv/bin/python -m benchmarks.torch_reference --models=alexnet \
       --batch_sizes=16,64 --steps=30 --input=issue
+  # One GPU (ours on JAX's GPU backend, torch on CUDA), eager and compiled:
+  CUDA_VISIBLE_DEVICES=0 python -m benchmarks.torch_reference --device=cuda \
+      --dtypes=float32,bfloat16 --models=alexnet,vgg11 --batch_sizes=64,256
 
-Needs the optional `bench` extra (torch 2.13.0, CPU build); mtl_ser itself
-never imports torch. For each model preset the PyTorch twin
-(`benchmarks/torch_models.py`) is built from the same config and proven the
-same before anything is timed (`check_identity`, which raises `IdentityError`,
-so no ratio is printed for a twin that differs): equal parameter counts;
-equal convolution + matmul FLOPs, forward and per train step (ours counted
-from the jaxpr, torch's by `FlopCounterMode`); with our parameters copied
-across, equal eval outputs and training-mode losses and gradients; and the
-same optimizer updates (clipping, Adam, schedule) from the same gradients.
+Needs the optional `bench` extra (torch 2.13.0; its CPU build, or a CUDA build
+for --device=cuda); mtl_ser itself never imports torch. For each model preset
+the PyTorch twin (`benchmarks/torch_models.py`) is built from the same config
+and proven the same before anything is timed (`check_identity`, which raises
+`IdentityError`, so no ratio is printed for a twin that differs): equal
+parameter counts; equal convolution + matmul FLOPs, forward and per train step
+(ours counted from the jaxpr, `benchmarks/flops.py`, torch's by
+`FlopCounterMode`); with our parameters copied across, equal eval outputs and
+training-mode losses and gradients; and the same optimizer updates (clipping,
+Adam, schedule) from the same gradients. The check runs torch on the CPU
+(float64 where it says so) and ours on JAX's default backend at "highest"
+matmul precision, whatever --device; --check=false skips it.
 
-Then, per batch size, our jitted train step (`benchmarks.common.measure`: AOT
-compile, median of `steps` after 3 warm-up steps, `block_until_ready`) and the
-torch step (channels_last, fused Adam, grad clipping and the learning-rate
-schedule as configured, all usable cores, median after the same warm-up) are
-timed one after the other, and the table gives ours / torch. Both start from
-our initial parameters on the same random batch. The timings mean something
+Then, per compute dtype and batch size, our jitted train step
+(`benchmarks.common.measure`: AOT compile, median of `steps` after 3 warm-up
+steps, `block_until_ready`) and the torch step (channels_last, fused Adam,
+grad clipping and the learning-rate schedule as configured, median after the
+same warm-up, synchronized each step on CUDA) are timed one after the other,
+and the table gives ours / torch. Both start from our initial parameters on
+the same random batch. The dtypes (--dtypes) set both sides: float32 (on a GPU
+both sides compute convolutions and matmuls in TF32, JAX's default and torch's
+with `allow_tf32`), or bfloat16: our `model.dtype` (float32 parameters and
+optimizer) and torch's `autocast(bfloat16)` over the forward and losses
+(float32 parameters, gradients and Adam). With --torch_compile (default on
+CUDA) a second torch column times the same step with `torch.compile` of what a
+PyTorch user compiles for training: the loss function (forward, task losses,
+weighting), whose backward AOTAutograd compiles with it; the optimizer stays
+eager, as fused Adam is one kernel already and its LambdaLR learning rate,
+a Python float that changes every step, would recompile a compiled `step()`.
+MFU columns divide the model FLOPs per step (`flops.train_step_flops`, equal on
+both sides) by step time and the dtype's peak (`flops.peak_flops`: the chip's
+datasheet figure, or the matmul rate measured now). The timings mean something
 only on a quiet machine: the header prints the load average.
 """
 
@@ -41,7 +60,7 @@ import torch
 from absl import app, flags
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import common
+from benchmarks import common, flops
 from benchmarks import torch_models as tm
 from benchmarks.common import INPUTS, PRESETS, make_config
 from configs import default as default_config
@@ -74,6 +93,31 @@ _CHECK_ONLY = flags.DEFINE_bool("check_only", False, "Run the identity checks on
 _CHECK_BATCH = flags.DEFINE_integer("check_batch", 4, "Batch of the identity check.")
 _RTOL = flags.DEFINE_float("rtol", 1e-4, "Relative tolerance of the identity check.")
 _THREADS = flags.DEFINE_integer("threads", 0, "torch threads; 0: every usable core.")
+_DEVICE = flags.DEFINE_enum(
+    "device",
+    "cpu",
+    ["cpu", "cuda"],
+    "Where torch trains; ours trains on JAX's default backend, which must be the "
+    "GPU for cuda.",
+)
+_DTYPES = flags.DEFINE_string(
+    "dtypes",
+    "float32",
+    "Comma-separated compute dtypes (float32, bfloat16): our model.dtype and "
+    "torch's autocast dtype together.",
+)
+_CHECK = flags.DEFINE_bool(
+    "check", True, "Prove each twin identical (check_identity) before timing it."
+)
+_COMPILE = flags.DEFINE_bool(
+    "torch_compile",
+    None,
+    "Also time the torch step with torch.compile; default: only with --device=cuda "
+    "(on a CPU, inductor's C++ compiles take minutes per setting).",
+)
+_COMPILE_MODE = flags.DEFINE_string(
+    "compile_mode", "default", "torch.compile's mode, e.g. 'max-autotune'."
+)
 
 
 class IdentityError(AssertionError):
@@ -81,88 +125,6 @@ class IdentityError(AssertionError):
 
 
 # ---------------------------------------------------------------- FLOPs
-
-
-def _subjaxprs(eqn):
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if hasattr(item, "jaxpr") and hasattr(item, "consts"):  # ClosedJaxpr
-                yield item.jaxpr
-            elif hasattr(item, "eqns"):  # Jaxpr
-                yield item
-
-
-def _valid_taps(n, lhs_dilation, pad_lo, k, rhs_dilation, stride, m) -> int:
-    """(output position, kernel tap) pairs along one axis that read a real input.
-
-    Taps on padding or on the holes of a dilated input do not count.
-    """
-    length = (n - 1) * lhs_dilation + 1
-    count = 0
-    for o in range(m):
-        for t in range(k):
-            pos = o * stride + t * rhs_dilation - pad_lo
-            count += 0 <= pos < length and pos % lhs_dilation == 0
-    return count
-
-
-def _conv_flops(eqn, convention: str) -> int:
-    """FLOPs of one conv_general_dilated, 2 per multiply-add.
-
-    "torch": every kernel tap of every output position (of every input
-    position for a transposed conv, i.e. one with lhs dilation), padding
-    included, as torch's FlopCounterMode counts. "xla": only taps that read a
-    real input element, as XLA's HloCostAnalysis counts.
-    """
-    lhs, rhs, out = (v.aval for v in (*eqn.invars[:2], eqn.outvars[0]))
-    p = eqn.params
-    dn = p["dimension_numbers"]  # specs: (batch or O, feature or I, spatial...)
-    window = 1
-    for i, (dl, dr, do) in enumerate(
-        zip(dn.lhs_spec[2:], dn.rhs_spec[2:], dn.out_spec[2:], strict=True)
-    ):
-        n, k, m = lhs.shape[dl], rhs.shape[dr], out.shape[do]
-        if convention == "xla":
-            window *= _valid_taps(
-                n,
-                p["lhs_dilation"][i],
-                p["padding"][i][0],
-                k,
-                p["rhs_dilation"][i],
-                p["window_strides"][i],
-                m,
-            )
-        else:
-            window *= (n if p["lhs_dilation"][i] > 1 else m) * k
-    batch_and_features = out.shape[dn.out_spec[0]] * out.shape[dn.out_spec[1]]
-    return 2 * batch_and_features * window * rhs.shape[dn.rhs_spec[1]]
-
-
-def matmul_flops(jaxpr, convention: str = "torch") -> int:
-    """Convolution and dot FLOPs of a jaxpr, 2 per multiply-add.
-
-    Recurses into nested jaxprs (jit, custom_jvp/vjp). See `_conv_flops` for
-    the two conventions; dots count the same in both. The "torch" convention
-    matches FlopCounterMode exactly for forward and weight-gradient convs and
-    for input-gradient convs of strided or size-preserving ("same") convs, all
-    that our trunks have. For a stride-1 conv whose output is smaller than its
-    input, torch sizes the input gradient's count by that output, this by the
-    input, so the two would differ.
-    """
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    total = 0
-    for eqn in jaxpr.eqns:
-        name = eqn.primitive.name
-        if name == "conv_general_dilated":
-            total += _conv_flops(eqn, convention)
-        elif name == "dot_general":
-            lhs, out = eqn.invars[0].aval, eqn.outvars[0].aval
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            depth = math.prod(lhs.shape[d] for d in contract)
-            total += 2 * math.prod(out.shape) * depth
-        for sub in _subjaxprs(eqn):
-            total += matmul_flops(sub, convention)
-    return total
 
 
 def _xla_flops(compiled) -> float:
@@ -324,17 +286,17 @@ def _check_flops(steps, state, batch, twin, step, tbatch) -> dict:
     forward = functools.partial(steps.model.apply, train=False)
     jaxprs = {
         "forward": jax.make_jaxpr(forward)(variables, batch["x"]),
-        "train": steps.train_fn.trace(state, batch).jaxpr,
+        "train": steps.train_fn.trace(state, batch, None).jaxpr,
     }
     counts = {
         "xla_forward": _xla_flops(
             jax.jit(forward).lower(variables, batch["x"]).compile()
         ),
-        "xla_train": _xla_flops(steps.train_fn.lower(state, batch).compile()),
+        "xla_train": _xla_flops(steps.train_fn.lower(state, batch, None).compile()),
     }
     for part, jaxpr in jaxprs.items():
-        counts[f"ours_{part}"] = matmul_flops(jaxpr, "torch")
-        counts[f"valid_{part}"] = matmul_flops(jaxpr, "xla")
+        counts[f"ours_{part}"] = flops.matmul_flops(jaxpr, "torch")
+        counts[f"valid_{part}"] = flops.matmul_flops(jaxpr, "xla")
     twin.eval()
     with torch.no_grad():
         counts["torch_forward"] = _torch_flops(lambda: twin(tbatch["x"]))
@@ -422,7 +384,7 @@ def check_identity(config, *, batch_size: int = 4, rtol: float = 1e-4, seed: int
     two sides draw different masks):
       - parameter counts equal;
       - conv + matmul FLOPs equal, forward and per train step (torch's
-        counting convention; see `matmul_flops`);
+        counting convention; see `flops.matmul_flops`);
       - eval outputs (embedding and every head): max abs difference over max
         abs value within `rtol`;
       - train mode, in float64 (see `_check_grads`): the weighted total loss
@@ -484,12 +446,15 @@ def check_identity(config, *, batch_size: int = 4, rtol: float = 1e-4, seed: int
     variables = {"params": params["model"]}
     if batch_stats:
         variables["batch_stats"] = batch_stats
-    errors = _check_outputs(model, twin, variables, batch, tasks)
+    # Float32 against float32: on a GPU JAX's default precision computes float32
+    # convolutions and dots in TF32 (1e-3 relative), the twin here in float32.
+    with jax.default_matmul_precision("highest"):
+        errors = _check_outputs(model, twin, variables, batch, tasks)
     errors.update(
         _check_grads(check, params, batch_stats, batch, tbatch, twin, weighting)
     )
     device_batch = sharding.from_process_local(batch, mesh)
-    flops = _check_flops(steps, state, device_batch, twin, step, tbatch)
+    flop_counts = _check_flops(steps, state, device_batch, twin, step, tbatch)
     errors.update(_check_optimizer(config, params, twin, weighting, tasks, rng))
     errors["schedule"] = _check_schedule(config.optim, config.train.num_steps)
 
@@ -501,7 +466,7 @@ def check_identity(config, *, batch_size: int = 4, rtol: float = 1e-4, seed: int
     if counts["ours"] != counts["torch"]:
         failures.append(f"parameters: ours {counts['ours']}, torch {counts['torch']}")
     for part in ("forward", "train"):
-        ours, theirs = flops[f"ours_{part}"], flops[f"torch_{part}"]
+        ours, theirs = flop_counts[f"ours_{part}"], flop_counts[f"torch_{part}"]
         if ours != theirs:
             failures.append(f"{part} conv+matmul FLOPs: ours {ours} torch {theirs}")
     for name, error in errors.items():
@@ -513,7 +478,7 @@ def check_identity(config, *, batch_size: int = 4, rtol: float = 1e-4, seed: int
         )
     return {
         "params": counts["ours"],
-        "flops": {k: v / batch_size for k, v in flops.items()},
+        "flops": {k: v / batch_size for k, v in flop_counts.items()},
         "errors": errors,
         "adam": step.adam,
         "init": init,
@@ -523,14 +488,48 @@ def check_identity(config, *, batch_size: int = 4, rtol: float = 1e-4, seed: int
 # ---------------------------------------------------------------- timing
 
 
-def time_torch(config, init, batch_size: int, num_steps: int) -> dict:
+def _initial_params(config):
+    """Our initial host (params, batch_stats) of `config`, as the step starts."""
+    c = config
+    tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
+    steps = loop.build_steps(c, tasks, sharding.make_mesh())
+    return jax.device_get((steps.state.params, steps.state.batch_stats))
+
+
+def _to_device(batch: dict, device: str) -> dict:
+    """A `to_torch_batch` batch on `device` (x stays channels_last)."""
+    return jax.tree.map(lambda t: t.to(device), batch)
+
+
+def time_torch(
+    config,
+    init,
+    batch_size: int,
+    num_steps: int,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    compile_mode=None,
+) -> dict:
     """Median torch train step of the twin started from our initial params.
+
+    One step: zero the gradients, the weighted total loss (forward, task
+    losses, weighting), backward, clip, fused Adam, schedule; then, on CUDA,
+    `torch.cuda.synchronize()` before the clock is read, as our side blocks on
+    its step's outputs.
 
     Args:
         config: the experiment config.
         init: our host (params, batch_stats), as `check_identity` returns.
         batch_size: global batch.
-        num_steps: timed steps, after `_WARMUP` untimed ones.
+        num_steps: timed steps, after `_WARMUP` untimed ones (which also hold
+            torch.compile's compilation and cuDNN's autotuning).
+        device: "cpu" or "cuda": where the twin, its optimizer and the batch are.
+        dtype: "float32"; or "bfloat16": the forward and task losses under
+            `torch.autocast(device, bfloat16)`, with float32 parameters,
+            gradients and Adam.
+        compile_mode: None: eager; else `torch.compile`'s mode for the loss
+            function (the module docstring says why that and not the step).
 
     Returns:
         {"step_ms", "samples_per_s", "adam"}.
@@ -540,22 +539,32 @@ def time_torch(config, init, batch_size: int, num_steps: int) -> dict:
     params, batch_stats = init
     model = tm.make_model(c.model, tasks)
     tm.load_flax_params(model, params["model"], batch_stats)
-    model = model.to(memory_format=torch.channels_last).train()
+    model = model.to(device, memory_format=torch.channels_last).train()
     weighting = tm.Weighting(c.weighting, tasks, params["weighting"].get("log_var"))
-    step = tm.TrainStep(model, weighting, tasks, c)
-    batch = tm.to_torch_batch(
-        common._random_batch(
-            tasks,
-            batch_size,
-            c.data.crop_frames,
-            c.features.n_mels,
-            np.random.default_rng(0),
-        )
+    weighting = weighting.to(device)
+    step = tm.TrainStep(model, weighting, tasks, c)  # Adam on the device's params.
+    rng = np.random.default_rng(0)
+    batch = common._random_batch(
+        tasks, batch_size, c.data.crop_frames, c.features.n_mels, rng
     )
+    batch = _to_device(tm.to_torch_batch(batch), device)
+
+    def total_loss(batch):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            losses = step.losses(batch)
+        return step.weighting(losses)
+
+    if compile_mode is not None:
+        torch._dynamo.reset()  # No cache or recompile count from the last setting.
+        total_loss = torch.compile(total_loss, mode=compile_mode)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     times = []
     for i in range(num_steps + _WARMUP):
         start = time.perf_counter()
-        step(batch)
+        step.opt.zero_grad(set_to_none=True)
+        total_loss(batch).backward()
+        step.update()
+        sync()
         if i >= _WARMUP:
             times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
@@ -566,20 +575,31 @@ def time_torch(config, init, batch_size: int, num_steps: int) -> dict:
     }
 
 
-def settings_lines(threads: int) -> list[str]:
-    """The run's settings: versions, devices, allocator, threads."""
+def settings_lines(threads: int, device: str, dtypes, compile_mode) -> list[str]:
+    """The run's settings: versions, devices, allocator, threads, dtypes."""
     env = {k: os.environ.get(k, "unset") for k in _ENV}
     mkldnn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    if device == "cuda":
+        where = (
+            f"torch on {torch.cuda.get_device_name()}, TF32 allowed, cudnn.benchmark"
+        )
+    else:
+        where = f"torch on the CPU, {threads} intra-op threads, mkldnn {mkldnn}"
+    compiled = "eager"
+    if compile_mode is not None:
+        compiled = f"eager and torch.compile (mode {compile_mode!r})"
     return [
-        f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
-        f"{os.cpu_count()} CPU(s) ({len(os.sched_getaffinity(0))} usable), "
-        f"{platform.machine()}; load average at start {load}",
+        f"backend {jax.default_backend()}, {jax.device_count()} device(s) "
+        f"({jax.devices()[0].device_kind}), {os.cpu_count()} CPU(s) "
+        f"({len(os.sched_getaffinity(0))} usable), {platform.machine()}; "
+        f"load average at start {load}",
         f"jax {jax.__version__}, flax {flax.__version__}, "
         f"torch {torch.__version__}, numpy {np.__version__}",
         "; ".join(f"{k}={v!r}" for k, v in env.items()),
-        f"torch: {threads} intra-op threads, channels_last, mkldnn {mkldnn}, "
-        "no anomaly detection; float32 on both sides",
+        f"{where}; channels_last, fused Adam where the build has it, {compiled}, "
+        f"no anomaly detection; compute dtypes {', '.join(dtypes)} on both sides "
+        "(bfloat16: our model.dtype, torch.autocast)",
     ]
 
 
@@ -593,6 +613,44 @@ def _batches(preset: str, override: str) -> list[int]:
     return list(PRESETS[preset][2])
 
 
+def _time_setting(
+    config, init, batch_size, *, rounds, num_steps, device, dtype, compile_mode
+):
+    """Each side's run of median step time, and torch's step time / ours per round.
+
+    Args:
+        config, init, batch_size, num_steps, device, dtype: as `time_torch`'s.
+        rounds: alternations of ours, torch eager and (with a compile_mode)
+            torch compiled.
+        compile_mode: None, or `time_torch`'s compile_mode for a third side.
+
+    Returns:
+        ({side: `measure` or `time_torch` dict}, {side: [ratio per round]}),
+        sides "ours", "torch" and, with a compile_mode, "compiled".
+    """
+    torch_timer = functools.partial(
+        time_torch, config, init, batch_size, num_steps, device=device, dtype=dtype
+    )
+    timers = {
+        "ours": functools.partial(common.measure, config, batch_size, num_steps),
+        "torch": torch_timer,
+    }
+    if compile_mode is not None:
+        timers["compiled"] = functools.partial(torch_timer, compile_mode=compile_mode)
+    runs = {side: [] for side in timers}
+    for _ in range(rounds):
+        for side, timer in timers.items():
+            runs[side].append(timer())
+    ratios = {
+        side: [
+            t["step_ms"] / o["step_ms"] for o, t in zip(runs["ours"], r, strict=True)
+        ]
+        for side, r in runs.items()
+        if side != "ours"
+    }
+    return {side: _median_run(r) for side, r in runs.items()}, ratios
+
+
 def run(
     presets,
     *,
@@ -602,67 +660,92 @@ def run(
     input_kind: str = "config",
     check_batch: int = 4,
     rtol: float = 1e-4,
+    check: bool = True,
+    device: str = "cpu",
+    peaks=None,
+    compile_mode=None,
 ):
-    """Checks and times each preset at each batch; yields one row dict each.
+    """Checks and times each preset at each dtype and batch; yields row dicts.
 
     Args:
         presets: names of `PRESETS`.
         batch_sizes: comma-separated batches for every preset; empty: presets'.
         num_steps: timed steps per side and round.
-        rounds: alternations ours, torch; each side's step time is the median
-            of its rounds' medians.
+        rounds: alternations ours, torch (eager, then compiled); each side's
+            step time is the median of its rounds' medians.
         input_kind: a key of `INPUTS`.
         check_batch, rtol: `check_identity`'s batch and tolerance.
+        check: whether to run `check_identity` first (else "check" is None).
+        device: torch's device, "cpu" or "cuda".
+        peaks: {dtype: (FLOP/s, source)} from `flops.peak_flops`, one per
+            compute dtype to time; default float32's.
+        compile_mode: None, or torch.compile's mode for the compiled column.
 
     Yields:
-        {"preset", "model", "input", "batch", "params", "gflop_step" (conv +
-        matmul, both sides), "xla_gflop_step", "ours_ms", "torch_ms", "ours",
-        "ours_xla" (with train.cpu_library_fusions="xla"), "torch" (samples/s),
-        "ours_gflop_per_s" (XLA's count), "ratios" (ours / torch samples/s of
-        each round), "adam", "check" (the identity report)}.
+        {"preset", "model", "input", "dtype", "batch", "params", "gflop_step"
+        (model FLOPs per step, conv + matmul, equal on both sides),
+        "xla_gflop_step" (XLA's estimate for ours), "samples_per_s" and "mfu"
+        ({side: value}, sides "ours", "torch" and with compile_mode
+        "compiled"), "ratios" ({torch side: its step time / ours per round}),
+        "ours_xla" (samples/s with train.cpu_library_fusions="xla"; None off
+        the CPU backend), "adam", "check" (the identity report, or None)}.
 
     Raises:
         IdentityError: a twin failed its check (nothing is timed for it).
     """
+    peaks = peaks or {"float32": flops.peak_flops("float32")}
     for preset in presets:
-        config = make_config(preset, input_kind)
-        report = check_identity(config, batch_size=check_batch, rtol=rtol)
-        xla_default = copy.deepcopy(config)
-        xla_default.train.cpu_library_fusions = "xla"
-        for batch_size in _batches(preset, batch_sizes):
-            ours_runs, torch_runs = [], []
-            for _ in range(rounds):
-                ours_runs.append(common.measure(config, batch_size, num_steps))
-                torch_runs.append(
-                    time_torch(config, report["init"], batch_size, num_steps)
+        base = make_config(preset, input_kind)
+        report = None
+        if check:
+            report = check_identity(base, batch_size=check_batch, rtol=rtol)
+        init = report["init"] if report else _initial_params(base)
+        for dtype, (peak, _) in peaks.items():
+            config = copy.deepcopy(base)
+            config.model.dtype = dtype  # After make_config, which wants float32.
+            for batch_size in _batches(preset, batch_sizes):
+                sides, ratios = _time_setting(
+                    config,
+                    init,
+                    batch_size,
+                    rounds=rounds,
+                    num_steps=num_steps,
+                    device=device,
+                    dtype=dtype,
+                    compile_mode=compile_mode,
                 )
-            ours = _median_run(ours_runs)
-            theirs = _median_run(torch_runs)
-            # The same step with XLA's own choice of CPU library fusions
-            # (train.cpu_library_fusions; see mtl_ser/training/xla_options.py).
-            ours_xla = common.measure(xla_default, batch_size, num_steps)
-            xla_flops = ours["gflop_per_s"] * ours["step_ms"] * 1e-3 * 1e9
-            yield {
-                "preset": preset,
-                "model": f"{preset} ({PRESETS[preset][3]})",
-                "input": (config.data.crop_frames, config.features.n_mels),
-                "batch": batch_size,
-                "params": report["params"],
-                "gflop_step": report["flops"]["ours_train"] * batch_size / 1e9,
-                "xla_gflop_step": xla_flops / 1e9,
-                "ours_ms": ours["step_ms"],
-                "torch_ms": theirs["step_ms"],
-                "ours": ours["samples_per_s"],
-                "ours_xla": ours_xla["samples_per_s"],
-                "ours_gflop_per_s": ours["gflop_per_s"],
-                "torch": theirs["samples_per_s"],
-                "ratios": [
-                    t["step_ms"] / o["step_ms"]
-                    for o, t in zip(ours_runs, torch_runs, strict=True)
-                ],
-                "adam": theirs["adam"],
-                "check": report,
-            }
+                model_flops = flops.train_step_flops(config, batch_size)
+                step_s = {side: r["step_ms"] / 1e3 for side, r in sides.items()}
+                xla_flops = sides["ours"]["gflop_per_s"] * 1e9 * step_s["ours"]
+                ours_xla = None
+                if jax.default_backend() == "cpu":
+                    ours_xla = _xla_fusions(config, batch_size, num_steps)
+                yield {
+                    "preset": preset,
+                    "model": f"{preset} ({PRESETS[preset][3]})",
+                    "input": (config.data.crop_frames, config.features.n_mels),
+                    "dtype": dtype,
+                    "batch": batch_size,
+                    "params": state_lib.param_count(init[0]["model"]),
+                    "gflop_step": model_flops / 1e9,
+                    "xla_gflop_step": xla_flops / 1e9,
+                    "samples_per_s": {k: batch_size / v for k, v in step_s.items()},
+                    "mfu": {k: model_flops / v / peak for k, v in step_s.items()},
+                    "ratios": ratios,
+                    "ours_xla": ours_xla,
+                    "adam": sides["torch"]["adam"],
+                    "check": report,
+                }
+
+
+def _xla_fusions(config, batch_size: int, num_steps: int) -> float:
+    """Samples/s of the step with XLA's own choice of CPU library fusions.
+
+    train.cpu_library_fusions; see mtl_ser/training/xla_options.py.
+    """
+    config = copy.deepcopy(config)
+    config.train.cpu_library_fusions = "xla"
+    return common.measure(config, batch_size, num_steps)["samples_per_s"]
 
 
 def _median_run(runs: list) -> dict:
@@ -708,17 +791,93 @@ def _identity_line(preset: str, report: dict) -> str:
     )
 
 
+def _columns(compiled: bool, xla_fusions: bool) -> list:
+    """(title, cell of a `run` row) of the timing table's columns."""
+
+    def speed(side):
+        return lambda r: f"{r['samples_per_s'][side]:.0f}"
+
+    def mfu(side):
+        return lambda r: f"{r['mfu'][side]:.3f}"
+
+    def ratio(side):
+        return lambda r: f"{r['samples_per_s']['ours'] / r['samples_per_s'][side]:.2f}"
+
+    def per_round(side):
+        return lambda r: ", ".join(f"{x:.2f}" for x in r["ratios"][side])
+
+    columns = [
+        ("model", lambda r: r["model"]),
+        ("input [T, F]", lambda r: f"{r['input'][0]} x {r['input'][1]}"),
+        ("dtype", lambda r: r["dtype"]),
+        ("batch", lambda r: str(r["batch"])),
+        ("params", lambda r: f"{r['params']:,}"),
+        ("model GFLOP/step", lambda r: f"{r['gflop_step']:.2f}"),
+        ("XLA's GFLOP/step (estimate)", lambda r: f"{r['xla_gflop_step']:.2f}"),
+        ("ours samples/s", speed("ours")),
+        ("ours MFU", mfu("ours")),
+        ("torch samples/s", speed("torch")),
+        ("torch MFU", mfu("torch")),
+        ("ours / torch", ratio("torch")),
+        ("per round", per_round("torch")),
+    ]
+    if compiled:
+        columns += [
+            ("torch.compile samples/s", speed("compiled")),
+            ("torch.compile MFU", mfu("compiled")),
+            ("ours / torch.compile", ratio("compiled")),
+            ("per round (compiled)", per_round("compiled")),
+        ]
+    if xla_fusions:
+        columns += [
+            ("ours, xla fusions", lambda r: f"{r['ours_xla']:.0f}"),
+            (
+                "xla fusions / torch",
+                lambda r: f"{r['ours_xla'] / r['samples_per_s']['torch']:.2f}",
+            ),
+        ]
+    return columns
+
+
+def _check_device(device: str) -> None:
+    """Ours and torch on one device of the same kind, or a usage error."""
+    if device != "cuda":
+        return
+    if jax.default_backend() != "gpu" or not torch.cuda.is_available():
+        raise app.UsageError(
+            f"--device=cuda: JAX's backend is {jax.default_backend()}, torch "
+            f"{'has' if torch.cuda.is_available() else 'has no'} CUDA; both need "
+            "the GPU"
+        )
+    if jax.device_count() != 1:
+        raise app.UsageError(
+            f"--device=cuda: JAX sees {jax.device_count()} GPUs and would train "
+            "data-parallel over all, torch on one: set CUDA_VISIBLE_DEVICES to one"
+        )
+
+
 def main(argv):
     del argv
+    device, dtypes = _DEVICE.value, [d for d in _DTYPES.value.split(",") if d]
+    if device == "cuda":
+        # Both frameworks share the GPU: JAX would take 75% of it up front.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
+        torch.backends.cuda.matmul.allow_tf32 = True  # As JAX's default.
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # Fixed shapes: autotune, as XLA.
+    _check_device(device)
+    compile_on = _COMPILE.value if _COMPILE.value is not None else device == "cuda"
+    compile_mode = _COMPILE_MODE.value if compile_on else None
     threads = _THREADS.value or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     torch.autograd.set_detect_anomaly(False)
     presets = [p for p in _MODELS.value.split(",") if p]
-    print("\n".join(settings_lines(threads)), flush=True)
+    print("\n".join(settings_lines(threads, device, dtypes, compile_mode)), flush=True)
+    sides = "ours, torch" + (", torch.compile" if compile_mode else "")
     print(
         f"timing: median of {_STEPS.value} steps after {_WARMUP} warm-up steps; "
-        f"{_ROUNDS.value} round(s) of ours then torch per row, each side's round "
-        "of median step time reported; 'per round' lists each round's ratio\n"
+        f"{_ROUNDS.value} round(s) of {sides} per row, each side's round of "
+        "median step time reported; 'per round' lists each round's ratio\n"
     )
     if _CHECK_ONLY.value:
         for preset in presets:
@@ -728,18 +887,21 @@ def main(argv):
             )
             print_check(preset, report)
         return
-    peak = common.matmul_peak_gflops()
+    peaks = {d: flops.peak_flops(d) for d in dtypes}
+    xla_fusions = jax.default_backend() == "cpu"
     print(
-        f"ours: train.cpu_library_fusions={_default_fusions()!r} (the default); 'xla "
-        "fusions' is the same step with XLA's own choice; of peak: XLA's GFLOP/s "
-        f"over the float32 matmul rate measured now, {peak:.0f} GFLOP/s\n"
+        "model GFLOP/step: convolutions and matmuls per train step, every kernel "
+        "tap (benchmarks/flops.py), the same on both sides; MFU: model FLOP/s "
+        "over the peak, " + "; ".join(source for _, source in peaks.values())
     )
-    print(
-        "| model | input [T, F] | batch | params | GFLOP/step conv+matmul "
-        "| XLA GFLOP/step | ours samples/s | of peak | ours, xla fusions "
-        "| torch samples/s | ours / torch | per round | xla fusions / torch |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if xla_fusions:
+        print(
+            f"ours: train.cpu_library_fusions={_default_fusions()!r} (the default); "
+            "'xla fusions' is the same step with XLA's own choice"
+        )
+    columns = _columns(compile_mode is not None, xla_fusions)
+    print("\n| " + " | ".join(title for title, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
     adam, checks = set(), {}
     for r in run(
         presets,
@@ -749,22 +911,19 @@ def main(argv):
         check_batch=_CHECK_BATCH.value,
         rtol=_RTOL.value,
         rounds=_ROUNDS.value,
+        check=_CHECK.value,
+        device=device,
+        peaks=peaks,
+        compile_mode=compile_mode,
     ):
         adam.add(r["adam"])
         checks[r["preset"]] = r["check"]
-        print(
-            f"| {r['model']} | {r['input'][0]} x {r['input'][1]} | {r['batch']} "
-            f"| {r['params']:,} | {r['gflop_step']:.2f} | {r['xla_gflop_step']:.2f} "
-            f"| {r['ours']:.0f} | {r['ours_gflop_per_s'] / peak:.2f} "
-            f"| {r['ours_xla']:.0f} | {r['torch']:.0f} "
-            f"| {r['ours'] / r['torch']:.2f} "
-            f"| {', '.join(f'{x:.2f}' for x in r['ratios'])} "
-            f"| {r['ours_xla'] / r['torch']:.2f} |",
-            flush=True,
-        )
-    print(f"\ntorch Adam: {', '.join(sorted(adam))}. Identity (check_identity):")
-    for preset, report in checks.items():
-        print(_identity_line(preset, report))
+        print("| " + " | ".join(cell(r) for _, cell in columns) + " |", flush=True)
+    print(f"\ntorch Adam: {', '.join(sorted(adam))}.")
+    if _CHECK.value:
+        print("Identity (check_identity):")
+        for preset, report in checks.items():
+            print(_identity_line(preset, report))
 
 
 if __name__ == "__main__":
