@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: set up, then train + evaluate the multitask AlexNet on the
 # built-in synthetic corpus and write a report. Extra arguments go to launch.py,
-# e.g. `bash scripts/demo.sh --config.train.num_steps=200`.
+# e.g. `bash scripts/demo.sh --config.train.num_steps=200`. On a GPU or TPU,
+# ACCEL=cuda12 (or cuda13, tpu) installs jax's build for it (scripts/bootstrap.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

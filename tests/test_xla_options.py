@@ -31,11 +31,47 @@ def test_unknown_library_fusions_name_the_field(value):
         xla_options.parse_library_fusions(value)
 
 
+def test_known_option_passes_through():
+    options = xla_options.compiler_options_for("dot,reduce")
+    assert options == {
+        "xla_cpu_experimental_ynn_fusion_type": (
+            "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+        )
+    }
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("_OPTION", "xla_cpu_no_such_option"),  # Another XLA dropped the option,
+        ("LIBRARY_FUSIONS", dict.fromkeys(["dot", "reduce"], "NO_SUCH")),  # a value.
+    ],
+)
+def test_option_this_xla_rejects_gives_way_with_one_warning(
+    name, value, monkeypatch, capsys
+):
+    """Under another jax XLA may not know the option, and the compile would
+    fail: XLA's defaults instead, and one warning line naming the field."""
+    monkeypatch.setattr(xla_options, name, value)
+    xla_options._xla_accepts.cache_clear()
+    try:
+        results = [xla_options.compiler_options_for("dot,reduce") for _ in range(2)]
+    finally:
+        xla_options._xla_accepts.cache_clear()
+    assert results == [None, None]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines  # Checked once per process.
+    assert "train.cpu_library_fusions" in lines[0] and jax.__version__ in lines[0]
+    double = jax.jit(lambda x: 2 * x, compiler_options=results[0])
+    np.testing.assert_array_equal(double(jnp.arange(3.0)), [0.0, 2.0, 4.0])
+
+
 def _hlo(config):
     mesh = sharding.make_mesh(jax.devices()[:1])
     exp = loop.Experiment(config, mesh=mesh, verbose=False)
     batch = sharding.from_process_local(next(exp.train_iterator()), exp.mesh)
-    return exp.train_fn.lower(exp.state, batch).compile().as_text(), exp, batch
+    compiled = exp.train_fn.lower(exp.state, batch, exp.store).compile()
+    return compiled.as_text(), exp, batch
 
 
 def test_fusion_choice_reaches_the_compiled_step_and_keeps_its_result(smoke_config):
@@ -46,7 +82,7 @@ def test_fusion_choice_reaches_the_compiled_step_and_keeps_its_result(smoke_conf
     for value in ("none", "dot,reduce", "xla"):
         smoke_config.train.cpu_library_fusions = value
         hlo, exp, batch = _hlo(smoke_config)
-        state, metrics = exp.train_fn(exp.state, batch)
+        state, metrics = exp.train_fn(exp.state, batch, exp.store)
         results[value] = (hlo, jax.device_get(metrics), jax.device_get(state.params))
     none_hlo, dot_hlo, xla_hlo = (results[v][0] for v in ("none", "dot,reduce", "xla"))
     assert "__ynn_fusion" not in none_hlo

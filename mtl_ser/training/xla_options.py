@@ -9,9 +9,17 @@ gradients 1.1-3.3x slower than Eigen's, layer by layer
 in YNNPACK and nothing else: the whole train step ran 1.1-1.6x faster than with
 XLA's own choice, 1.4-1.6x at batch 64 (`python -m benchmarks.torch_reference`,
 its "xla fusions" column). Other backends ignore this.
+
+The option is experimental: another jax's XLA may not know it, and then the
+compile fails. So a trivial program is compiled with it first, once per process,
+and where XLA rejects it the field gives way to XLA's defaults with a warning.
 """
 
+import functools
+import sys
+
 import jax
+import jax.numpy as jnp
 
 from mtl_ser.errors import ConfigError
 
@@ -54,9 +62,34 @@ def compiler_options(train_cfg) -> "dict | None":
 def compiler_options_for(library_fusions: str) -> "dict | None":
     """Compiler options for a cpu_library_fusions value.
 
-    None (XLA's defaults) off the CPU backend or with "xla".
+    None (XLA's defaults) off the CPU backend, with "xla", or where this XLA
+    rejects the option (one warning line on stderr, then None).
     """
     kinds = parse_library_fusions(library_fusions)
     if kinds is None or jax.default_backend() != "cpu":
         return None
-    return {_OPTION: ",".join(LIBRARY_FUSIONS[k] for k in kinds)}
+    value = ",".join(LIBRARY_FUSIONS[k] for k in kinds)
+    return {_OPTION: value} if _xla_accepts(_OPTION, value) else None
+
+
+@functools.cache
+def _xla_accepts(option: str, value: str) -> bool:
+    """Whether XLA compiles a program with `option=value`; warns once if not.
+
+    Lowered from an abstract value and not run: no transfer, so it works under
+    the loop's transfer guard.
+    """
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={option: value}).lower(
+            jax.ShapeDtypeStruct((), jnp.float32)
+        ).compile()
+    except jax.errors.JaxRuntimeError as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(
+            "Warning: train.cpu_library_fusions ignored, XLA's defaults used: "
+            f"the XLA of jax {jax.__version__} says {reason}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
