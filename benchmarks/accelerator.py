@@ -55,7 +55,7 @@ PARTS = (
             "train.checkpoint_every=10,corpus.utterances_per_speaker=8",
             "--step_steps=2",
         ],
-        0.25,
+        0.23,
     ),
     (
         "torch_reference: full-width VGG-16 + BN, ours vs PyTorch, MFU",
@@ -91,10 +91,16 @@ PARTS = (
             "--workers=0,8",
             "--read_threads=1",
             "--batches=300",
-            "--per_example=false",
         ],
         ["--batch_size=16", "--workers=0", "--batches=3", "--step_steps=1"],
-        0.08,
+        0.06,
+    ),
+    (
+        "max_pool: VGG-16's and AlexNet's pools, ours vs autodiff vs reduce-window",
+        "benchmarks.max_pool",
+        ["--models=vgg16,alexnet", "--batch_size=256", "--dtype=bfloat16"],
+        ["--models=alexnet", "--batch_size=2", "--repeats=1", "--calls=1"],
+        0.04,
     ),
     (
         "accelerator_config: configs/accelerator.py end to end",

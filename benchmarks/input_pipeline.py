@@ -1,7 +1,7 @@
 """Input pipeline throughput against the train step's consumption.
 
   .venv/bin/python -m benchmarks.input_pipeline --config=configs/synthetic.py \
-      --batch_size=256 --workers=0,2 --read_threads=0,1 --batches=100
+      --batch_size=256 --workers=0,2 --read_threads=0 --batches=100
 
 On a synthetic corpus generated into a temporary folder (no download):
 - cache building: `cache.build_cache` from the wav files (decode, trim,
@@ -16,12 +16,10 @@ On a synthetic corpus generated into a temporary folder (no download):
   indices; batches/s over `--batches` batches taken as fast as they come,
   after `--warmup_batches` (which hold the workers' start-up), and whether the
   first batches equal the first row's (they must);
-- with `--per_example`, the per-example pipeline it replaced (each example a
-  Grain RandomMap: crop, normalisation and SpecAugment in numpy; kept only
-  until its ratio was recorded), and each new row's samples/s over its;
-- SpecAugment (2 time and 2 frequency masks of the config's widths): on the
-  host in the per-example pipeline, in the train step in the batch pipeline,
-  whose host work it leaves unchanged; the step is timed with and without it;
+- SpecAugment (2 time and 2 frequency masks of the config's widths) runs in
+  the train step, and leaves the host's work unchanged: the step is timed with
+  and without it (the per-example pipeline these batches replaced, which
+  masked on the host, is in RESULTS.md's kept records);
 - the train step of the same config at the same batch (`common.measure`,
   random input) on this machine, and the step consumption measured on an H200
   for three models (`H200_STEPS`): each pipeline row says, as a ratio, which of
@@ -41,7 +39,7 @@ from absl import app, flags
 from benchmarks import common
 from benchmarks.features import settings_header
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import batches, cache, corpora, examples, pipeline
+from mtl_ser.data import batches, cache, corpora, pipeline
 
 FLAGS = flags.FLAGS
 
@@ -67,9 +65,6 @@ def define_flags():
     flags.DEFINE_integer("batches", 100, "Timed batches per pipeline.")
     flags.DEFINE_integer("warmup_batches", 5, "Untimed first batches.")
     flags.DEFINE_integer("step_steps", 10, "Timed train steps.")
-    flags.DEFINE_bool(
-        "per_example", True, "Also time the per-example pipeline it replaced."
-    )
     flags.DEFINE_integer(
         "utterances_per_speaker",
         0,
@@ -103,19 +98,10 @@ def time_cache_build(config) -> dict:
     }
 
 
-def per_example_dataset(split, data, *, crop, batch_size, seed, masks, threads):
-    """The pipeline before batch elements (commit 170d214), one process."""
-    augment = examples.SpecAugment(*masks) if masks else None
-    example = examples.RandomCrop(split, data, crop, augment)
-    ds = grain.MapDataset.range(len(split)).seed(seed).shuffle().repeat(None)
-    ds = ds.random_map(example).batch(batch_size, drop_remainder=True)
-    ahead = pipeline.READ_AHEAD_PER_THREAD * threads
-    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=ahead)
-    return ds.to_iter_dataset(options)
-
-
 def time_pipeline(ds, *, workers, batches_, warmup) -> dict:
-    """batches/s of a dataset; `first`: the utt of its warm-up batches."""
+    """batches/s of a dataset; `first`: the utt of its warm-up batches (every
+    row draws the same examples and crops: the host path, the device store's
+    indices, any workers or threads)."""
     if workers:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     it = iter(ds)
@@ -131,29 +117,19 @@ def time_pipeline(ds, *, workers, batches_, warmup) -> dict:
     return {"batches_per_s": batches_ / seconds, "first": first}
 
 
-def _settings(config, workers, threads, per_example) -> list:
-    """(name, workers, threads, SpecAugment on, make dataset) of every row."""
-    c = config
-    default = c.data.read_threads
+def _settings(config, workers, threads) -> list:
+    """(name, workers, threads, SpecAugment on, crops from the device store)."""
+    default = config.data.read_threads
     pairs = [(n, default) for n in workers]
     pairs += [(0, t) for t in threads if (0, t) not in pairs]
     rows = []
     for augmented in (False, True):
-        masks = _masks(c.data) if augmented else ()
-        if per_example:
-            for n, t in pairs:
-                rows.append(("per-example", n, t, augmented, ("old", masks, t)))
-        for n, t in pairs:
-            rows.append(("batch", n, t, augmented, ("batch", masks, t)))
-        rows.append(
-            ("batch, store indices", 0, default, augmented, ("index", masks, default))
-        )
+        rows += [("batch", n, t, augmented, False) for n, t in pairs]
+        rows.append(("batch, store indices", 0, default, augmented, True))
     return rows
 
 
-def run(
-    config, *, corpus_dir, workers, threads, batches_, warmup, step_steps, per_example
-):
+def run(config, *, corpus_dir, workers, threads, batches_, warmup, step_steps):
     """Every measurement of this benchmark; see the module docstring.
 
     Returns:
@@ -172,26 +148,16 @@ def run(
     table = batches.crop_table(split)
     _, resident = batches.device_frames(table, max_bytes=2**40)
     kw = dict(crop=c.data.crop_frames, batch_size=c.data.batch_size, seed=c.seed)
-    results, reference = [], {}
-    for name, n, t, augmented, (kind, masks, threads_) in _settings(
-        c, workers, threads, per_example
-    ):
-        if kind == "old":
-            ds = per_example_dataset(split, data, masks=masks, threads=threads_, **kw)
-        else:
-            ds = pipeline.train_dataset(
-                split,
-                data,
-                read_threads=threads_,
-                table=resident if kind == "index" else table,
-                **kw,
-            )
+    results, first_row = [], None
+    for name, n, t, augmented, indices in _settings(c, workers, threads):
+        ds = pipeline.train_dataset(
+            split, data, read_threads=t, table=resident if indices else table, **kw
+        )
         r = time_pipeline(ds, workers=n, batches_=batches_, warmup=warmup)
-        key = (kind == "old", augmented)
-        reference.setdefault(key, r["first"])
         first = r.pop("first")
+        first_row = first if first_row is None else first_row
         r["same_as_first"] = all(
-            np.array_equal(a, b) for a, b in zip(first, reference[key], strict=True)
+            np.array_equal(a, b) for a, b in zip(first, first_row, strict=True)
         )
         results.append((name, n, t, augmented, r))
     steps = {}
@@ -232,23 +198,16 @@ def print_tables(config, r):
     h200 = " | ".join(f"/ H200 {n} ({v:,})" for n, v in H200_STEPS)
     print(
         "| pipeline | workers | read threads | SpecAugment | batches/s | samples/s "
-        f"| / per-example | / step here | {h200} | same batches as the first row |"
+        f"| / step here | {h200} | same utterances as the first row |"
     )
-    print("|---" * (9 + len(H200_STEPS)) + "|")
-    old = {
-        (n, t, a): p["batches_per_s"]
-        for name, n, t, a, p in r["pipelines"]
-        if name == "per-example"
-    }
+    print("|---" * (8 + len(H200_STEPS)) + "|")
     for name, n, t, augmented, p in r["pipelines"]:
         samples = p["batches_per_s"] * c.data.batch_size
-        base = old.get((n, t, augmented)) or old.get((0, t, augmented))
-        ratio = f"{p['batches_per_s'] / base:.1f}x" if base else ""
         step = r["steps"][augmented]["samples_per_s"]
         feeds = " | ".join(f"{samples / v:.2f}" for _, v in H200_STEPS)
         print(
             f"| {name} | {n} | {t} | {'on' if augmented else 'off'} "
-            f"| {p['batches_per_s']:.1f} | {samples:.0f} | {ratio} "
+            f"| {p['batches_per_s']:.1f} | {samples:.0f} "
             f"| {samples / step:.1f}x | {feeds} "
             f"| {'yes' if p['same_as_first'] else 'NO'} |"
         )
@@ -271,7 +230,6 @@ def main(argv):
             batches_=FLAGS.batches,
             warmup=FLAGS.warmup_batches,
             step_steps=FLAGS.step_steps,
-            per_example=FLAGS.per_example,
         )
     finally:
         if not FLAGS.corpus_dir:

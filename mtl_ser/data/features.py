@@ -9,8 +9,8 @@ Training crops on device (data.features_on_device): a crop of T frames of an
 utterance's log-mel is computed from the `crop_samples` of its waveform, which
 already hold librosa's centring zeros, by `crop_features_jnp` (framing without
 centring, top_db relative to the whole utterance's peak, padding frames past
-its end as the host pipeline does, normalisation), and `spec_augment_jnp` masks
-it as examples.SpecAugment masks host crops.
+its end as the host pipeline does, normalisation). `spec_augment_jnp` masks
+every training batch in the train step (augment.SpecAugment; data/inputs.py).
 """
 
 import functools
@@ -188,7 +188,7 @@ def crop_features_jnp(
     """Normalised log-mels of training crops, as the host pipeline makes them.
 
     The twin of cutting frames [start, start + T) out of an utterance's cached
-    `log_mel` and normalising them (examples.RandomCrop): the crops' samples
+    `log_mel` and normalising them (data/batches.py, data/inputs.py): the crops' samples
     (`crop_samples`) are framed without centring (they hold it), top_db clips
     relative to the utterance's peak rather than the crop's, and the frames
     past the utterance's end take its minimum, as the host pads them.
@@ -231,12 +231,11 @@ def spec_augment_jnp(
     freq_masks: int,
     freq_width: int,
 ) -> jax.Array:
-    """examples.SpecAugment on device: masks of a batch x [B, T, F, ...] set to 0.
+    """augment.SpecAugment's masks of a batch x [B, T, F, ...]: set to 0.
 
     Each example gets `time_masks` stripes of w consecutive frames, w uniform
     in [0, min(time_width, T)] and its start uniform among the w-wide windows
-    that fit, and likewise `freq_masks` stripes of mel bands: the distribution
-    of the host's masks, drawn from `rng` rather than the example's generator.
+    that fit, and likewise `freq_masks` stripes of mel bands, drawn from `rng`.
     """
     keys = jax.random.split(rng, 2)
     masked = jnp.zeros(x.shape[:3], bool)  # [B, T, F]
