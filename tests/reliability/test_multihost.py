@@ -362,16 +362,20 @@ def test_two_processes_killed_and_resumed_match_the_uninterrupted_run(
         assert sorted(os.listdir(os.path.join(split, "checkpoints"))) == ["2", "4"]
         assert not os.path.exists(os.path.join(split, "results.json"))
 
-        # The same command again.
+        # The same command again, with the training log-mels on the devices:
+        # where the crops are gathered changes nothing of the run.
+        resume = [*argv(split), "--config.data.device_cache=True"]
         pairs.append(
-            resumed := _Pair(argv(split), split + ".resumed", jax_cache=jax_cache)
+            resumed := _Pair(resume, split + ".resumed", jax_cache=jax_cache)
         )
         resumed.wait(deadline)
     finally:
         for pair in pairs:
             pair.kill9()
     with open(resumed.logs[0]) as f:
-        assert f"Resumed from step 4 in {split}" in f.read(), resumed.tails()
+        log = f.read()
+    assert f"Resumed from step 4 in {split}" in log, resumed.tails()
+    assert "training log-mels on each of 4 device(s)" in log, resumed.tails()
 
     # Steps 1-5 of the killed run: each global batch of 8 is process 0's
     # global positions 0, 2, .., 6 and process 1's 1, 3, .., 7 of the
