@@ -109,5 +109,6 @@ def test_two_processes_follow_the_one_process_loss_trajectory(corpus_root, tmp_p
 
     expected, got = _losses(one), _losses(two)
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=0)
-    # Not a trivial agreement: the loss moves far more than the tolerance.
-    assert np.min(np.abs(np.diff(expected))) > 100 * RTOL * np.max(expected)
+    # Not a trivial agreement: the loss moves far more than the tolerance from
+    # step to step (the median move: two steps may land on nearly one value).
+    assert np.median(np.abs(np.diff(expected))) > 100 * RTOL * np.max(expected)
