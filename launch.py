@@ -3,8 +3,7 @@
   python launch.py --config=configs/synthetic.py --workdir=runs/synthetic
   python launch.py --config=configs/synthetic.py:smoke --workdir=/tmp/x \
       --config.optim.learning_rate=3e-4
-  python launch.py --config=configs/synthetic.py --workdir=runs/synthetic \
-      --mode=evaluate
+  python launch.py --workdir=runs/synthetic --mode=evaluate
   python launch.py --mode=sweep --config=configs/sweeps/weighting.py \
       --workdir=runs/weighting [--sweep.print_commands]
   python launch.py --mode=cv --config=configs/synthetic.py \
@@ -52,11 +51,13 @@ _PREDICT_OUT = flags.DEFINE_string(
     "With --mode=predict: the folder for predictions.csv/.json "
     "(default <workdir>/predictions).",
 )
-# Required, as mark_flags_as_required makes it, except for predict and ensemble,
-# which read the configs the workdirs were trained with.
+# Required, as mark_flags_as_required makes it, except for evaluate, predict and
+# ensemble, which read the configs the workdirs were trained with.
 flags.register_validator(
     "config",
-    lambda value: value is not None or _MODE.value in ("predict", "ensemble"),
+    lambda value: (
+        value is not None or _MODE.value in ("evaluate", "predict", "ensemble")
+    ),
     message="Flag --config must have a value other than None.",
 )
 
@@ -68,7 +69,7 @@ EXIT_NONFINITE = 3  # Stopped on a non-finite loss; the diagnostic is named.
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
 
-    from mtl_ser.training import checks, distributed, faults, loop, preemption
+    from mtl_ser.training import checks, distributed, faults, preemption
     from mtl_ser.training import workdir as workdir_lib
 
     distributed.maybe_initialize()
@@ -89,9 +90,7 @@ def main(argv):
         if _MODE.value == "train":
             _train_and_report(config, _WORKDIR.value)
         else:
-            _report(
-                config, _WORKDIR.value, loop.evaluate_workdir(config, _WORKDIR.value)
-            )
+            _evaluate(config, _WORKDIR.value)
     except checks.ConfigError as e:
         _exit(EXIT_CONFIG, f"Config error: {e}")
     except workdir_lib.WorkdirError as e:
@@ -125,6 +124,19 @@ def _train_and_report(config, workdir):
         config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value
     )
     _report(config, workdir, results)
+
+
+def _evaluate(given, workdir):
+    """Scores the run in `workdir` with its own config (`given` may only change
+    where the data is and how the evaluation runs); rewrites its results."""
+    from mtl_ser import predict
+    from mtl_ser.training import loop
+    from mtl_ser.training import workdir as workdir_lib
+
+    config = predict.load_config(workdir)
+    if given is not None:
+        config = workdir_lib.evaluation_config(workdir, config, given.to_dict())
+    _report(config, workdir, loop.evaluate_workdir(config, workdir))
 
 
 def _prepare(config):

@@ -78,6 +78,8 @@ class Predictor:
             sharding.check_batch_size(c.data.eval_batch_size, "data.eval_batch_size")
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if not checkpointing.has_checkpoint(workdir):  # Before any folder is made.
+            raise workdir_lib.WorkdirError(_NO_CHECKPOINT.format(workdir=workdir))
         ckpt = checkpointing.Checkpointer(
             workdir, keep=c.train.keep_checkpoints, best_metric=c.train.best_metric
         )
@@ -217,10 +219,13 @@ def _chosen_checkpoint(ckpt, workdir: str) -> tuple[str, int]:
         return "best", int(ckpt.best.best_step())
     if ckpt.latest_step() is not None:
         return "latest", int(ckpt.latest_step())
-    raise workdir_lib.WorkdirError(
-        f"{workdir}: no checkpoint to predict with (best/ and checkpoints/ hold "
-        "none); train the run first"
-    )
+    raise workdir_lib.WorkdirError(_NO_CHECKPOINT.format(workdir=workdir))
+
+
+_NO_CHECKPOINT = (
+    "{workdir}: no checkpoint to predict with (best/ and checkpoints/ hold none); "
+    "train the run first"
+)
 
 
 def _restore(ckpt, kind: str, step: int, state):

@@ -62,6 +62,19 @@ def restore_state(manager, step: int, state, **other_items):
     return state.replace(**{k: getattr(old, k) for k in fields}), restored
 
 
+def has_checkpoint(workdir: str) -> bool:
+    """Whether `workdir` holds a finished checkpoint, latest or best.
+
+    Reads the folders only (a Checkpointer would create them): Orbax names a
+    finished checkpoint by its step, and one in progress otherwise.
+    """
+    for folder in ("checkpoints", "best"):
+        path = os.path.join(workdir, folder)
+        if os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path)):
+            return True
+    return False
+
+
 class Checkpointer:
     """The two checkpoint managers of a run."""
 

@@ -470,18 +470,27 @@ def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
 
 
 def evaluate_workdir(config, workdir: str) -> dict:
-    """Evaluates a run's best (else latest) checkpoint; writes results.json."""
-    exp = Experiment(config)
+    """Evaluates a run's best (else latest) checkpoint; writes results.json.
+
+    `config` is the run's own (predict.load_config; workdir.evaluation_config).
+
+    Raises:
+      workdir_lib.WorkdirError: the run has no checkpoint (before any work).
+    """
+    if not checkpointing.has_checkpoint(workdir):
+        raise workdir_lib.WorkdirError(
+            f"{workdir}: no checkpoint to evaluate (best/ and checkpoints/ hold "
+            "none); train the run first"
+        )
     ckpt = checkpointing.Checkpointer(
         workdir,
         keep=config.train.keep_checkpoints,
         best_metric=config.train.best_metric,
     )
+    exp = Experiment(config)
     state = exp.state
     if ckpt.latest_step() is not None:
         state = ckpt.restore_latest(state, exp.train_iterator())
-    elif ckpt.best.best_step() is None:
-        raise FileNotFoundError(f"{workdir}: no checkpoint to evaluate")
     results = final_evaluation(exp, state, ckpt, workdir)
     ckpt.close()
     workdir_lib.write_json(os.path.join(workdir, "results.json"), results)

@@ -29,6 +29,37 @@ RUNTIME_ONLY = (
     "data.device_cache_max_mb",
 )
 
+# Config fields that change what the evaluation of a trained run scores: the
+# utterances and how they are cut and normalised, the model, its tasks and
+# classes, and which of its states is scored (prefixes of the flat keys).
+SCORED = (
+    "corpus.",
+    "split.",
+    "features.",
+    "model.",
+    "tasks",
+    "emotion_classes",
+    "regression_loss",
+    "data.inputs",
+    "data.crop_frames",
+    "data.eval_hop_frames",
+    "data.normalize",
+    "train.evaluate_at",
+    "train.best_metric",
+    "train.ema_decay",
+)
+# Fields that --mode=evaluate takes from the command line: where the data is,
+# and how (not what) the evaluation computes.
+EVALUATION_RUNTIME = (
+    *RUNTIME_ONLY,
+    "corpus.root",
+    "features.cache_dir",
+    "data.eval_batch_size",
+    "report.figures",
+    "report.gradcam_per_class",
+    "report.tsne_perplexity",
+)
+
 # Config fields added after workdirs were saved, with the value that gives the
 # behaviour from before they existed: a saved config without one reads as if
 # it had this value (resume checks, predict.load_config).
@@ -169,6 +200,35 @@ def config_difference(old: dict, new: dict) -> list[str]:
         if _normal(a) != _normal(b):
             lines.append(f"{key}: {a!r} -> {b!r}")
     return lines
+
+
+def evaluation_config(workdir: str, saved, given: dict):
+    """The config that evaluates the run in `workdir`: its own (`saved`, as
+    predict.load_config reads it), with `given`'s EVALUATION_RUNTIME fields.
+
+    Raises:
+      WorkdirError: in one line, naming every field of `given` that would
+        change what is scored (SCORED) and differs from the run's.
+    """
+    scored = [
+        line
+        for line in config_difference(saved.to_dict(), given)
+        if line.startswith(SCORED) and not line.startswith(EVALUATION_RUNTIME)
+    ]
+    if scored:
+        raise WorkdirError(
+            f"{os.path.join(workdir, 'config.json')}: --mode=evaluate scores the "
+            "run as it was trained, and the given config changes what it would "
+            f"score (saved -> given): {'; '.join(scored)}. Drop --config (the run's "
+            "own is used), or score other data with --eval_out=FOLDER"
+        )
+    given = flatten(given)
+    with saved.unlocked():
+        for key in EVALUATION_RUNTIME:
+            if key in given:
+                section, field = key.split(".")
+                saved[section][field] = given[key]
+    return saved
 
 
 def _normal(value):
