@@ -219,8 +219,8 @@ def evaluation_config(workdir: str, saved, given: dict):
         raise WorkdirError(
             f"{os.path.join(workdir, 'config.json')}: --mode=evaluate scores the "
             "run as it was trained, and the given config changes what it would "
-            f"score (saved -> given): {'; '.join(scored)}. Drop --config (the run's "
-            "own is used), or score other data with --eval_out=FOLDER"
+            f"score (saved -> given): {'; '.join(scored)}. Drop --config: the run's "
+            "own is used"
         )
     given = flatten(given)
     with saved.unlocked():

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from mtl_ser import predict
+from mtl_ser.outputs import report
 from mtl_ser.training import loop
 from mtl_ser.training import workdir as workdir_lib
 
@@ -32,7 +33,7 @@ def trained(corpus_root, tmp_path_factory):
     config.weighting.name = "equal"
     config.report.figures = False
     workdir = str(tmp_path_factory.mktemp("evaluate") / "run")
-    loop.train_and_evaluate(config, workdir)
+    report.write_report(workdir, config, loop.train_and_evaluate(config, workdir))
     return workdir
 
 
@@ -102,7 +103,7 @@ def test_a_config_that_changes_what_is_scored_is_refused(
     )
     assert code == 2
     assert err.startswith("Workdir error: ") and err.count("\n") == 1, err
-    assert named in err and "--eval_out" in err
+    assert named in err and "Drop --config" in err
     for name, content in files.items():
         assert _read(os.path.join(trained, name)) == content, name
 

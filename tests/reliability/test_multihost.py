@@ -365,9 +365,7 @@ def test_two_processes_killed_and_resumed_match_the_uninterrupted_run(
         # The same command again, with the training log-mels on the devices:
         # where the crops are gathered changes nothing of the run.
         resume = [*argv(split), "--config.data.device_cache=True"]
-        pairs.append(
-            resumed := _Pair(resume, split + ".resumed", jax_cache=jax_cache)
-        )
+        pairs.append(resumed := _Pair(resume, split + ".resumed", jax_cache=jax_cache))
         resumed.wait(deadline)
     finally:
         for pair in pairs:
