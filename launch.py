@@ -69,6 +69,7 @@ EXIT_NONFINITE = 3  # Stopped on a non-finite loss; the diagnostic is named.
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
 
+    from mtl_ser.data import audio, corpora
     from mtl_ser.training import checks, distributed, faults, preemption
     from mtl_ser.training import workdir as workdir_lib
 
@@ -95,10 +96,18 @@ def main(argv):
         _exit(EXIT_CONFIG, f"Config error: {e}")
     except workdir_lib.WorkdirError as e:
         _exit(EXIT_CONFIG, f"Workdir error: {e}")
+    except corpora.CorpusError as e:
+        _exit(EXIT_CONFIG, f"Corpus error: {_one_line(e)}")
+    except audio.AudioError as e:  # data.bad_audio="fail", or no usable file.
+        _exit(EXIT_CONFIG, f"Audio error: {_one_line(e)}")
     except preemption.Preempted as e:
         _exit(preemption.EXIT_PREEMPTED, f"Preempted: {e}")
     except faults.NonFiniteError as e:
         _exit(EXIT_NONFINITE, f"Stopped: {e}")
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split())
 
 
 def _exit(status: int, message: str):

@@ -158,6 +158,7 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
             f"{e} (after excluding {len(unusable)} unusable files)"
         ) from e
     split_data = {name: _split_data(store, us, tasks) for name, us in parts.items()}
+    check_main_classes(split_data["train"], main)
     if config.data.class_weights == "balanced":
         split_data["train"] = class_balanced(split_data["train"], tasks)
     mean, std = band_statistics(split_data["train"])
@@ -235,6 +236,29 @@ def _copies(utterances, split, config, factors, kind, verbose) -> tuple:
             )
         copies.append(SpeedCopy(float(factor), store, rows))
     return tuple(copies)
+
+
+def check_main_classes(train: SplitData, task) -> None:
+    """Refuses a main classification task with a class no training utterance has.
+
+    Raises:
+      ConfigError: naming the field and the training utterances per class.
+    """
+    if task.kind != tasks_lib.CLASSIFICATION:
+        return
+    labelled = train.masks[task.name] > 0
+    counts = np.bincount(train.labels[task.name][labelled], minlength=len(task.classes))
+    empty = [c for c, n in zip(task.classes, counts, strict=True) if n == 0]
+    if empty:
+        field = "emotion_classes" if task.name == "emotion" else f"task {task.name}"
+        listing = ", ".join(
+            f"{c} {n}" for c, n in zip(task.classes, counts, strict=True)
+        )
+        raise ConfigError(
+            f"{field}: no training utterance of {', '.join(map(repr, empty))} "
+            f"(training utterances per class: {listing}); choose classes the "
+            "corpus has"
+        )
 
 
 def unlabelled_summary(task, utterances, kept) -> str:

@@ -14,7 +14,16 @@ from tqdm import tqdm
 
 from mtl_ser import models, weighting
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, batches, features, inputs, normalisation, pipeline
+from mtl_ser.data import (
+    audio,
+    augment,
+    batches,
+    corpora,
+    features,
+    inputs,
+    normalisation,
+    pipeline,
+)
 from mtl_ser.outputs import analysis
 from mtl_ser.training import (
     checkpointing,
@@ -278,7 +287,12 @@ def train_and_evaluate(
         return _locked_train_and_evaluate(
             config, workdir, stop_at=stop_at, allow_config_change=allow_config_change
         )
-    except (checks.ConfigError, workdir_lib.WorkdirError):
+    except (
+        checks.ConfigError,
+        workdir_lib.WorkdirError,
+        corpora.CorpusError,
+        audio.AudioError,
+    ):  # Refused before any work: no empty workdir is left behind.
         workdir_lib.remove_if_empty(workdir)
         raise
 
