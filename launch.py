@@ -143,6 +143,7 @@ def _evaluate(given, workdir):
     from mtl_ser.training import workdir as workdir_lib
 
     config = predict.load_config(workdir)
+    workdir_lib.check_writable(workdir, "--workdir")  # Before any work.
     if given is not None:
         config = workdir_lib.evaluation_config(workdir, config, given.to_dict())
     _report(config, workdir, loop.evaluate_workdir(config, workdir))
@@ -187,6 +188,7 @@ def _predict(config, workdir, inputs):
     import jax
 
     from mtl_ser import predict
+    from mtl_ser.training import workdir as workdir_lib
 
     if config is not None:
         _exit(
@@ -204,14 +206,26 @@ def _predict(config, workdir, inputs):
         paths, skipped = predict.collect_inputs(inputs)
     except predict.InputError as e:
         _exit(EXIT_CONFIG, f"Input error: {e}")
+    out = _PREDICT_OUT.value or os.path.join(workdir, "predictions")
+    if not paths:
+        reasons = "; ".join(f"{p}: {r}" for p, r in skipped)
+        _exit(EXIT_CONFIG, f"Input error: nothing to predict: {reasons}")
     predictor = predict.Predictor(workdir)
+    if jax.process_index() == 0:  # Before any prediction is computed.
+        workdir_lib.check_writable(out, "--predict_out")
     rows, unreadable = predictor.predict_files(paths, progress=True)
     skipped += unreadable
+    if not rows:
+        workdir_lib.remove_if_empty(out)  # Made by check_writable: nothing in it.
+        reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        _exit(EXIT_CONFIG, f"Input error: no file could be predicted: {reasons}{more}")
     if jax.process_index() == 0:
-        out = _PREDICT_OUT.value or os.path.join(workdir, "predictions")
         written = predict.write_predictions(out, predictor, rows, skipped)
+        short = sum(bool(row["warning"]) for row in rows)
+        warned = f", {short} shorter than one window (see 'warning')" if short else ""
         print(
-            f"Predicted {len(rows)} files, skipped {len(skipped)} "
+            f"Predicted {len(rows)} files{warned}, skipped {len(skipped)} "
             f"({predictor.checkpoint[0]} checkpoint, step "
             f"{predictor.checkpoint[1]}): {', '.join(written)}"
         )

@@ -41,6 +41,9 @@ from mtl_ser.training import workdir as workdir_lib
 # chunk's windows are batched as evaluation batches a split's.
 FILES_PER_CHUNK = 256
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
+# What a folder's audio files end with (any case): what the decoder reads
+# (audio.load_audio: libsndfile, which reads MP3 and Opus too).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 
 class InputError(ValueError):
@@ -143,11 +146,22 @@ class Predictor:
                 bar.update(1)
             if mels:
                 results = self.results(self.predict_features(mels))
-                rows.extend(
-                    {"path": p, **r} for p, r in zip(kept, results, strict=True)
-                )
+                for path, mel, result in zip(kept, mels, results, strict=True):
+                    rows.append({"path": path, **result, "warning": self.warning(mel)})
         bar.close()
         return rows, skipped
+
+    def warning(self, mel: np.ndarray) -> str:
+        """ "" or why a prediction of this log-mel [T, F] deserves less trust:
+        an utterance shorter than one window is padded to it."""
+        d, f = self.config.data, self.config.features
+        if len(mel) >= d.crop_frames:
+            return ""
+        seconds = lambda frames: frames * f.hop_length / f.sample_rate  # noqa: E731
+        return (
+            f"shorter than one window ({seconds(len(mel)):.2f} s of speech after "
+            f"trimming < {seconds(d.crop_frames):.2f} s): padded"
+        )
 
     def predict_features(self, mels: Sequence[np.ndarray]) -> dict:
         """Utterance predictions from log-mels as the cache holds them.
@@ -310,11 +324,13 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list, list]:
 
     Returns:
       (paths, skipped): the files, in input order; (folder, reason) of each
-      folder holding no .wav file. A file that is missing or unreadable is
-      kept: predict_files skips it with its reason.
+      folder holding no audio file (AUDIO_EXTENSIONS, any case). A file a
+      manifest lists that is missing or unreadable is kept: predict_files
+      skips it with its reason.
 
     Raises:
-      InputError: a manifest is missing or malformed; the message names it.
+      InputError: a named file or folder does not exist, or a manifest is
+        missing or malformed; the message names it.
     """
     paths, skipped = [], []
     for item in map(os.fspath, inputs):
@@ -323,13 +339,16 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list, list]:
                 os.path.join(folder, name)
                 for folder, _, names in os.walk(item)
                 for name in names
-                if name.lower().endswith(".wav")
+                if name.lower().endswith(AUDIO_EXTENSIONS)
             )
             if not found:
-                skipped.append((item, "folder holds no .wav file"))
+                kinds = ", ".join(AUDIO_EXTENSIONS)
+                skipped.append((item, f"folder holds no audio file ({kinds})"))
             paths.extend(found)
         elif item.lower().endswith(MANIFEST_EXTENSIONS):
             paths.extend(read_manifest(item))
+        elif not os.path.exists(item):
+            raise InputError(f"{item}: no such file or folder")
         else:
             paths.append(item)
     return paths, skipped
@@ -394,7 +413,8 @@ def table(rows: Sequence[dict], tasks) -> tuple[list, list]:
 
     Columns: path; per classification task its predicted class (named after
     the task) and the probability of each class (`<task>_p_<class>`); per
-    regression task its value (named after the task).
+    regression task its value (named after the task); `warning` (empty, or
+    why the prediction deserves less trust: Predictor.warning).
     """
     header = ["path"]
     for task in tasks:
@@ -410,8 +430,8 @@ def table(rows: Sequence[dict], tasks) -> tuple[list, list]:
                 record.extend(result["probabilities"][c] for c in task.classes)
             else:
                 record.append(result["value"])
-        records.append(record)
-    return header, records
+        records.append([*record, row.get("warning", "")])
+    return [*header, "warning"], records
 
 
 def write_predictions(

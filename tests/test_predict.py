@@ -96,14 +96,18 @@ def test_predict_on_samples_equals_predict_files_and_resamples(
     path = test_files[1][0]
     wave, rate = sf.read(path, dtype="float32")
     rows, _ = predictor.predict_files([path])
-    mono = {k: v for k, v in rows[0].items() if k != "path"}
+    mono = {k: v for k, v in rows[0].items() if k not in ("path", "warning")}
     assert predictor.predict(wave, rate) == mono
     assert predictor.predict(np.stack([wave, wave], 1), rate) == mono  # Downmixed.
     # The same samples declared at 22.05 kHz: resampled as a 22.05 kHz file is.
     other = str(tmp_path / "22k.wav")
     sf.write(other, wave, 22_050, subtype="FLOAT")
     at_22k = predictor.predict(wave, 22_050)
-    assert predictor.predict_files([other])[0][0] == {"path": other, **at_22k}
+    assert predictor.predict_files([other])[0][0] == {
+        "path": other,
+        **at_22k,
+        "warning": "",
+    }
     assert at_22k != predictor.predict(wave, rate)
 
 
@@ -116,14 +120,14 @@ def test_unreadable_files_are_skipped_with_their_reason(
     (folder / "empty.wav").write_bytes(b"")
     (folder / "text.wav").write_text("not audio\n")
     (folder / "notes.txt").write_text("ignored: not a .wav\n")
-    paths, skipped = predict.collect_inputs([str(folder), str(tmp_path / "gone.wav")])
+    paths, skipped = predict.collect_inputs([str(folder)])
     assert skipped == []
     assert paths == [
         str(folder / "deeper" / "good.wav"),
         str(folder / "empty.wav"),
         str(folder / "text.wav"),
-        str(tmp_path / "gone.wav"),
     ]
+    paths.append(str(tmp_path / "gone.wav"))  # As a manifest may list it.
     rows, skipped = predictor.predict_files(paths)
     assert [r["path"] for r in rows] == [paths[0]]
     reasons = dict(skipped)
@@ -184,7 +188,7 @@ def test_launch_predict_writes_csv_and_json(run, predictor, test_files, tmp_path
         ["path", "emotion"]
         + [f"emotion_p_{c}" for c in emotions]
         + ["gender", "gender_p_female", "gender_p_male"]
-        + ["arousal", "valence", "dominance"]
+        + ["arousal", "valence", "dominance", "warning"]
     )
     for row in table:
         p = np.array([float(row[f"emotion_p_{c}"]) for c in emotions])
@@ -250,3 +254,71 @@ def test_run_without_normalisation_file_predicts_identically(
     assert rebuilt.statistics.target_stats == saved.target_stats
     paths = test_files[1][:4]
     assert rebuilt.predict_files(paths) == predictor.predict_files(paths)
+
+
+def test_folders_take_every_audio_format_and_short_clips_are_flagged(
+    run, predictor, test_files, tmp_path
+):
+    wave, rate = sf.read(test_files[1][0], dtype="float32")
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    for name, fmt in (("a.FLAC", "FLAC"), ("b.ogg", "OGG"), ("c.Mp3", "MP3")):
+        sf.write(folder / name, wave, rate, format=fmt)
+    sf.write(folder / "short.wav", wave[: rate // 20], rate)  # 0.05 s.
+    paths, skipped = predict.collect_inputs([str(folder)])
+    assert skipped == [] and [os.path.basename(p) for p in paths] == [
+        "a.FLAC",
+        "b.ogg",
+        "c.Mp3",
+        "short.wav",
+    ]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "launch.py", "--mode=predict", f"--workdir={run[1]}"]
+    proc = subprocess.run(
+        [*cmd, str(folder), f"--predict_out={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Predicted 4 files, 1 shorter than one window (see 'warning')" in proc.stdout
+    with open(out / "predictions.csv") as f:
+        warnings = {
+            os.path.basename(r["path"]): r["warning"] for r in csv.DictReader(f)
+        }
+    assert warnings["a.FLAC"] == warnings["b.ogg"] == warnings["c.Mp3"] == ""
+    assert warnings["short.wav"].startswith("shorter than one window (0.0")
+
+
+def test_predict_refuses_what_it_cannot_do_in_one_line(run, tmp_path):
+    """Status 2, one line, nothing written: a named input that does not exist,
+    nothing to predict, an output folder that cannot be written."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken.wav"
+    broken.write_text("not audio")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    good = tmp_path / "good.wav"
+    sf.write(good, np.sin(np.arange(16_000) / 10).astype(np.float32), 16_000)
+    cases = [
+        ([str(tmp_path / "gone.wav")], "Input error: ", "gone.wav: no such file"),
+        ([str(empty)], "Input error: nothing to predict: ", "holds no audio file"),
+        ([str(broken)], "Input error: no file could be predicted: ", "broken.wav"),
+        (
+            [str(good), f"--predict_out={blocker}/out"],
+            "Workdir error: --predict_out=",
+            "not writable",
+        ),
+    ]
+    cmd = [sys.executable, "launch.py", "--mode=predict", f"--workdir={run[1]}"]
+    before = sorted(os.listdir(run[1]))
+    for args, start, named in cases:
+        proc = subprocess.run(
+            [*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]  # After the progress bar.
+        assert last.startswith(start) and named in last, proc.stderr
+    assert sorted(os.listdir(run[1])) == before  # No predictions folder made.

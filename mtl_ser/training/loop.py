@@ -282,7 +282,7 @@ def train_and_evaluate(
       workdir_lib.WorkdirError: the workdir is in use, or has another config.
     """
     checks.validate_config(config)  # Before the workdir exists.
-    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.check_writable(workdir, "--workdir")
     try:
         return _locked_train_and_evaluate(
             config, workdir, stop_at=stop_at, allow_config_change=allow_config_change

@@ -269,6 +269,26 @@ def save_config(workdir: str, config: dict):
     write_json(os.path.join(workdir, "config.json"), config)
 
 
+def check_writable(folder: str, what: str):
+    """Makes `folder` if needed and proves it writable, before any work.
+
+    Raises:
+      WorkdirError: naming `what` (the flag) and the folder, when it cannot be
+        made or written; a folder this call made is removed again.
+    """
+    made = not os.path.exists(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        if made:
+            remove_if_empty(folder)
+        raise WorkdirError(f"{what}={folder}: not writable ({e.strerror})") from None
+
+
 def remove_if_empty(workdir: str):
     """Removes a workdir that a run refused before writing anything into it."""
     try:

@@ -75,3 +75,17 @@ def test_a_changed_config_is_refused_then_allowed_with_the_difference(
     with open(os.path.join(workdir, "config.json")) as f:
         saved = json.load(f)["optim"]["learning_rate"]
     assert saved == smoke_config.optim.learning_rate
+
+
+def test_a_workdir_that_cannot_be_written_is_refused_before_any_work(
+    smoke_config, tmp_path
+):
+    """(As root, permissions block nothing: a file where a folder must be does.)"""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for workdir in (blocker / "run", blocker):
+        with pytest.raises(workdir_lib.WorkdirError, match="--workdir=.*not writable"):
+            loop.train_and_evaluate(smoke_config, str(workdir))
+    made = tmp_path / "new"
+    workdir_lib.check_writable(str(made), "--predict_out")
+    assert made.is_dir() and os.listdir(made) == []  # The probe is gone.
