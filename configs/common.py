@@ -31,6 +31,7 @@ def parse_arg(arg, **defaults):
 
 # Corpus presets for the paper's experiments: (root, val speakers, test speakers,
 # tasks of the multitask model). Held-out speakers are one female, one male each.
+# A real corpus has no default root: --config.corpus.root names its folder.
 CORPUS_PRESETS = {
     "synthetic": (
         "data/synthetic",
@@ -38,10 +39,10 @@ CORPUS_PRESETS = {
         "spk08,spk09",
         "emotion,gender,arousal,valence,dominance",
     ),
-    "emodb": ("../shared/data/emodb", "08,03", "09,10", "emotion,gender"),
+    "emodb": ("", "08,03", "09,10", "emotion,gender"),
     # Session 5's two speakers; the adapter reads Session1..5 under the root.
     "iemocap": (
-        "data/IEMOCAP_full_release",
+        "",
         "Ses05F",
         "Ses05M",
         "emotion,gender,arousal,valence,dominance",

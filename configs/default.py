@@ -18,7 +18,7 @@ def get_config(arg=None):
     c.corpus = ml_collections.ConfigDict()
     c.corpus.name = "synthetic"  # A key of mtl_ser.data.corpora.CORPORA.
     # Corpus folder (synthetic: made if missing; manifest: the .csv/.jsonl file or
-    # its folder).
+    # its folder). Required for every real corpus: no default points at one.
     c.corpus.root = "data/synthetic"
     c.corpus.num_speakers = 10  # synthetic only: speakers to generate (even).
     c.corpus.utterances_per_speaker = 64  # synthetic only: a multiple of 4.

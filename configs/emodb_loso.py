@@ -1,10 +1,12 @@
 """EmoDB, leave one speaker out: the recipe of the README's best EmoDB runs.
 
-python launch.py --mode=cv --config=configs/emodb_loso.py --workdir=runs/emodb_vgg
+python launch.py --mode=cv --config=configs/emodb_loso.py \
+    --config.corpus.root=/path/to/emodb --workdir=runs/emodb_vgg
 python launch.py --mode=cv --config=configs/emodb_loso.py:trunk=alexnet \
-    --workdir=runs/emodb_alexnet
+    --config.corpus.root=/path/to/emodb --workdir=runs/emodb_alexnet
 python launch.py --mode=cv --config=configs/emodb_loso.py:multitask \
-    --config.weighting.name=equal --workdir=runs/emodb_vgg_mtl
+    --config.corpus.root=/path/to/emodb --config.weighting.name=equal \
+    --workdir=runs/emodb_vgg_mtl
 
 All seven emotions, ten folds of one test speaker each. The CPU-sized trunks
 (VGG-11 at width 1/8, or AlexNet at width 1/4), BatchNorm after each conv,

@@ -10,10 +10,10 @@ and UA, mean ± std over folds and seeds, then MTL vs STL fold by fold and the
 t-SNE and Grad-CAM figures of each variant's first run.
 
 python launch.py --mode=sweep --config=configs/sweeps/paper.py:corpus=emodb,cpu \
-    --workdir=runs/paper_emodb
+    --config.corpus.root=/path/to/emodb --workdir=runs/paper_emodb
 
 Argument (comma-separated): corpus=synthetic|emodb|iemocap (configs/common.py
-presets; --config.corpus.root=... points elsewhere), seeds=N (default 3),
+presets; a real corpus needs --config.corpus.root=its folder), seeds=N (default 3),
 cpu (CPU-sized models and 1,000 steps; default: the paper's full-width AlexNet
 and VGG-11), smoke (seconds-long runs, one seed).
 """

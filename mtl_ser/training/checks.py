@@ -79,6 +79,11 @@ def validate_config(config):
         f"{sorted(corpora.CORPORA)}",
     )
     _require(
+        c.corpus.name in corpora.GENERATED or bool(c.corpus.root),
+        f"corpus.root is required for the {c.corpus.name} corpus: its folder "
+        "(--config.corpus.root=...)",
+    )
+    _require(
         c.corpus.name in corpora.GENERATED or os.path.exists(c.corpus.root),
         f"corpus.root={c.corpus.root!r}: not found; point it at the "
         f"{c.corpus.name} corpus (--config.corpus.root=...)",

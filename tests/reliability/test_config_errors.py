@@ -19,6 +19,7 @@ ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
         ({"tasks": "emotion", "weighting.name": "mgda"}, "weighting.name='mgda'"),
         ({"data.batch_size": 6}, "data.batch_size=6"),  # 4 devices.
         ({"corpus.name": "emodb", "corpus.root": "/no/such/dir"}, "corpus.root="),
+        ({"corpus.name": "iemocap", "corpus.root": ""}, "corpus.root is required"),
         ({"split.test_speakers": "spk99"}, "split.test_speakers"),
         (
             {"split.val_speakers": "spk00", "split.test_speakers": ALL_SPEAKERS[6:]},
