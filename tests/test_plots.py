@@ -112,6 +112,23 @@ def test_tsne_points_clips_the_perplexity_and_is_reproducible():
         plots.tsne_points(embedding[:2], 30.0, seed=0)
 
 
+def test_single_task_curves_have_no_weights_panel(tmp_path):
+    steps = np.arange(10, 110, 10)
+    series = {
+        "train/loss/emotion": (steps, np.linspace(2.0, 0.5, 10)),
+        "train/weight/emotion": (steps, np.ones(10)),  # Logged, not drawn.
+        "train/lr": (steps, np.linspace(1e-4, 0.0, 10)),
+    }
+    path = plots.training_curves(series, ["emotion"], str(tmp_path / "c.png"))
+    assert png_size(path) == (110 * 5 * 2, int(110 * 3.6))  # Losses, lr.
+    path = plots.training_curves(
+        {"train/loss/emotion": series["train/loss/emotion"]},
+        ["emotion"],
+        str(tmp_path / "one.png"),
+    )
+    assert png_size(path) == (110 * 5, int(110 * 3.6))
+
+
 def test_report_embeds_the_curves_of_the_run(tmp_path, smoke_config):
     from mtl_ser.outputs import report
 
@@ -136,6 +153,12 @@ def test_report_embeds_the_curves_of_the_run(tmp_path, smoke_config):
     assert "![Training curves](curves.png)" in text
     assert "| test | emotion | ua | 0.5000 |" in text
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    # Uncertainty weighting (the smoke config's): why the total can be negative.
+    assert "the weight the method gave each task" in text
+    assert "can be negative" in text
+    smoke_config.tasks = "emotion"  # Single task: no weights, no such total.
+    text = open(report.write_report(str(tmp_path), smoke_config, results)).read()
+    assert "weight the method" not in text and "can be negative" not in text
 
 
 def test_validation_loss_is_the_loss_of_the_utterance_predictions(smoke_config):

@@ -4,9 +4,10 @@ Training curves: the paper's claim for automatic weighting is that the tasks'
 errors fall "uniformly and simultaneously". The first panel shows each task's
 training loss (solid) and validation loss (dashed, evaluate.utterance_loss),
 each relative to its first logged value, so tasks on different scales share
-one axis; the second the weight the method gave each task; for gradient-based
-methods, the cosine between each pair of task gradients; then the learning
-rate and the training throughput.
+one axis; the second the weight the method gave each task (multitask runs);
+for gradient-based methods, the cosine between each pair of task gradients;
+then the learning rate and the training throughput. Legends sit beside the
+axes, off the data.
 """
 
 import json
@@ -63,6 +64,17 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def _legend(ax, fontsize: int = 7):
+    """A legend beside the axes, off the data (tight_layout makes room)."""
+    ax.legend(
+        fontsize=fontsize,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        frameon=False,
+    )
+
+
 def _relative(values: np.ndarray) -> np.ndarray:
     """Values over the first one (unchanged where that is 0)."""
     return values / values[0] if values.size and values[0] != 0 else values
@@ -82,7 +94,7 @@ def _loss_panel(ax, series: Series, task_names: Sequence[str]):
         ylabel="loss / first logged",
         title="Task losses (solid train, dashed val)",
     )
-    ax.legend(fontsize=7)
+    _legend(ax)
 
 
 def _weight_panel(ax, series: Series, task_names: Sequence[str]):
@@ -96,7 +108,7 @@ def _weight_panel(ax, series: Series, task_names: Sequence[str]):
         # Weights spanning orders of magnitude (e.g. DB-MTL scaling a solved
         # task's vanishing gradient) would flatten every other line.
         ax.set_yscale("symlog", linthresh=float(magnitudes.min()))
-    ax.legend(fontsize=7)
+    _legend(ax)
 
 
 def _cosine_panel(ax, series: Series, task_names: Sequence[str]):
@@ -104,7 +116,7 @@ def _cosine_panel(ax, series: Series, task_names: Sequence[str]):
         ax.plot(*series[name], label=name.split("/")[-1])
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set(xlabel="step", ylabel="cosine", title="Task-gradient cosines", ylim=(-1, 1))
-    ax.legend(fontsize=6)
+    _legend(ax, fontsize=6)
 
 
 def _lr_panel(ax, series: Series, task_names: Sequence[str]):
@@ -126,15 +138,20 @@ def _throughput_panel(ax, series: Series, task_names: Sequence[str]):
 def training_curves(
     series: Series, task_names: Sequence[str], path: str, title: str = ""
 ) -> str:
-    """Draws the curves (see the module docstring) into a PNG; returns the path."""
-    panels = [_loss_panel, _weight_panel]
+    """Draws the curves (see the module docstring) into a PNG; returns the path.
+
+    A single-task run has no weights panel: one task's weight says nothing.
+    """
+    panels = [_loss_panel]
+    if len(task_names) > 1:
+        panels.append(_weight_panel)
     if any(k.startswith("train/grad_cos/") for k in series):
         panels.append(_cosine_panel)
     if "train/lr" in series:
         panels.append(_lr_panel)
     if "train/samples_per_sec" in series:
         panels.append(_throughput_panel)
-    cols = 2 if len(panels) in (2, 4) else 3
+    cols = min(len(panels), 2 if len(panels) in (2, 4) else 3)
     rows = -(-len(panels) // cols)
     fig, axes = _pyplot().subplots(
         rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False

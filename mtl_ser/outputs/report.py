@@ -63,24 +63,31 @@ def _curves(workdir, config) -> list[str]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
+    tasks = config.tasks.split(",")
     plots.training_curves(
         plots.read_metrics(path),
-        config.tasks.split(","),
+        tasks,
         os.path.join(workdir, "curves.png"),
-        title=f"weighting: {config.weighting.name}",
+        title=f"weighting: {config.weighting.name}" if len(tasks) > 1 else "",
     )
-    return [
-        "",
-        "## Training curves",
-        "",
+    weights = "the weight the method gave each task; " if len(tasks) > 1 else ""
+    text = (
         "Each task's training loss (solid) and validation loss (dashed: the "
         "utterance-level cross-entropy, or squared error in label units), each "
-        "relative to its first logged value; the weight the method gave each "
-        "task; for gradient methods the cosines between task gradients; the "
-        "learning rate; and the training throughput, over the steps.",
-        "",
-        "![Training curves](curves.png)",
-    ]
+        f"relative to its first logged value; {weights}for gradient methods the "
+        "cosines between task gradients; the learning rate; and the training "
+        "throughput, over the steps."
+    )
+    if len(tasks) > 1 and config.weighting.name == "uncertainty":
+        text += (
+            " The weighted total (`train/loss/total` in metrics.jsonl and the "
+            "progress bar) can be negative: uncertainty weighting adds half of "
+            "each task's learned log-variance s, which goes below zero as the "
+            "method weighs that task up; the task losses, all positive, are "
+            "what compares across runs (uncertainty_revised's regulariser "
+            "stays positive)."
+        )
+    return ["", "## Training curves", "", text, "", "![Training curves](curves.png)"]
 
 
 def _confusions(workdir, results, figures: bool) -> list[str]:
