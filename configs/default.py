@@ -241,4 +241,3 @@ def smoke(c):
     c.model.width, c.model.hidden = 1 / 16, 1024
     c.train.num_steps, c.train.log_every = 4, 2
     c.train.eval_every = c.train.checkpoint_every = 2
-    c.train.progress_bar = False

@@ -213,3 +213,21 @@ def test_evaluate_at_last_scores_the_final_state_and_keeps_no_best(
     )
     text = open(report.write_report(workdir, smoke_config, results)).read()
     assert f"evaluated at the last step ({smoke_config.train.num_steps})" in text
+
+
+def test_a_run_says_what_it_is_waiting_for(smoke_config, tmp_path, capfd, monkeypatch):
+    """The feature cache's build and long evaluations show a bar with the time
+    left; the first step says it waits for the compiler."""
+    from mtl_ser.training import evaluate
+
+    monkeypatch.setattr(evaluate, "PROGRESS_BATCHES", 0)  # Every evaluation.
+    smoke_config.features.cache_dir = str(tmp_path / "cache")  # Built anew.
+    assert smoke_config.train.progress_bar  # Smoke runs show it too.
+    loop.train_and_evaluate(smoke_config, str(tmp_path / "run"))
+    out, err = capfd.readouterr()
+    assert "Compiling the train step" in out
+    assert "48/48 [" in err  # The corpus's files, with elapsed and left times.
+    assert "batch/s]" in err or "s/batch]" in err  # The final evaluation's.
+    smoke_config.train.progress_bar = False
+    loop.train_and_evaluate(smoke_config, str(tmp_path / "quiet"))
+    assert "batch" not in capfd.readouterr().err

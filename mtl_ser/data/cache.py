@@ -32,6 +32,7 @@ import tempfile
 from typing import Sequence
 
 import numpy as np
+import tqdm
 
 from mtl_ser.data import audio, augment, features
 from mtl_ser.data.corpora.base import Utterance
@@ -285,7 +286,9 @@ def _build(
             f"Computing {what} of {len(utterances)} files{at} into {final}",
             flush=True,
         )
-    mels, uids, stats, excluded = _compute(utterances, cfg, speed, kind, fail=fail)
+    mels, uids, stats, excluded = _compute(
+        utterances, cfg, speed, kind, fail=fail, progress=verbose
+    )
     lengths = [len(m) for m in mels]
     key = os.path.basename(final)
     tmp = tempfile.mkdtemp(prefix=f".{key}-{_HOST}-{os.getpid()}-", dir=cfg.cache_dir)
@@ -314,8 +317,10 @@ def _build(
         print(f"Cached {sum(lengths)} {unit}{left_out}", file=sys.stdout, flush=True)
 
 
-def _compute(utterances, cfg, speed: float, kind: str, *, fail: bool):
+def _compute(utterances, cfg, speed: float, kind: str, *, fail: bool, progress=False):
     """The usable files' rows and uids, per-row stats, and the rest's reasons.
+
+    `progress` shows a bar with the files done and the time left (stderr).
 
     Returns:
       (arrays, uids, stats, excluded): stats maps index.json keys to one value
@@ -326,7 +331,8 @@ def _compute(utterances, cfg, speed: float, kind: str, *, fail: bool):
     stats = {} if kind == LOG_MEL else {"peak_db": [], "floor_db": []}
     # The original's call stays utterance_features(path, cfg), as wrappers expect.
     extra = {} if speed == 1.0 else {"speed": speed}
-    for u in utterances:
+    bar = tqdm.tqdm(utterances, unit="file", disable=not progress, dynamic_ncols=True)
+    for u in bar:
         try:
             if kind == LOG_MEL:
                 rows.append(utterance_features(u.path, cfg, **extra))

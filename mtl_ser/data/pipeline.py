@@ -145,7 +145,7 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
             splits.parse_speakers(config.split.test_speakers),
         )
 
-    split(kept)  # Fails before caching.
+    check_main_classes(split(kept)["train"], main)  # Both fail before caching.
     store = cache.build_cache(
         kept, config.features, bad_audio=config.data.bad_audio, verbose=verbose
     )
@@ -158,7 +158,6 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
             f"{e} (after excluding {len(unusable)} unusable files)"
         ) from e
     split_data = {name: _split_data(store, us, tasks) for name, us in parts.items()}
-    check_main_classes(split_data["train"], main)
     if config.data.class_weights == "balanced":
         split_data["train"] = class_balanced(split_data["train"], tasks)
     mean, std = band_statistics(split_data["train"])
@@ -238,16 +237,20 @@ def _copies(utterances, split, config, factors, kind, verbose) -> tuple:
     return tuple(copies)
 
 
-def check_main_classes(train: SplitData, task) -> None:
+def check_main_classes(train: Sequence, task) -> None:
     """Refuses a main classification task with a class no training utterance has.
+
+    Args:
+      train: the training split's Utterances.
+      task: the main task.
 
     Raises:
       ConfigError: naming the field and the training utterances per class.
     """
     if task.kind != tasks_lib.CLASSIFICATION:
         return
-    labelled = train.masks[task.name] > 0
-    counts = np.bincount(train.labels[task.name][labelled], minlength=len(task.classes))
+    said = collections.Counter(u.labels.get(task.label_key) for u in train)
+    counts = [said[c] for c in task.classes]
     empty = [c for c, n in zip(task.classes, counts, strict=True) if n == 0]
     if empty:
         field = "emotion_classes" if task.name == "emotion" else f"task {task.name}"
@@ -498,12 +501,20 @@ def eval_batches(
     batch_size: int,
     fixed: bool = False,
 ):
-    """Yields full global evaluation batches {"x", "utt"} (numpy); the last is
-    padded with zero inputs and `utt` = -1, which count nowhere.
+    """window_batches of eval_windows(split, crop, hop, fixed=fixed)."""
+    windows = eval_windows(split, crop, hop, fixed=fixed)
+    return window_batches(split, data, windows, crop=crop, batch_size=batch_size)
+
+
+def window_batches(
+    split: SplitData, data: Data, windows, *, crop: int, batch_size: int
+):
+    """Yields full global evaluation batches {"x", "utt"} (numpy) of `windows`
+    ([W, 2], as eval_windows gives them); the last is padded with zero inputs
+    and `utt` = -1, which count nowhere.
 
     `x` is the model's input [B, T, F, 1] (batches.window_inputs).
     """
-    windows = eval_windows(split, crop, hop, fixed=fixed)
     for begin in range(0, len(windows), batch_size):
         chunk = windows[begin : begin + batch_size]
         x = batches.window_inputs(split, data, chunk, crop)

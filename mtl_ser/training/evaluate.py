@@ -12,11 +12,15 @@ import os
 
 import jax
 import numpy as np
+import tqdm
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import pipeline
 from mtl_ser.training import metrics as metrics_lib
 from mtl_ser.training import sharding
+
+# Evaluations longer than this many batches show a progress bar (when asked).
+PROGRESS_BATCHES = 20
 
 
 def windowing(data_cfg) -> dict:
@@ -30,7 +34,17 @@ def windowing(data_cfg) -> dict:
 
 
 def predict_split(
-    predict_fn, state, split, data, mesh, *, crop, hop, batch_size, fixed=False
+    predict_fn,
+    state,
+    split,
+    data,
+    mesh,
+    *,
+    crop,
+    hop,
+    batch_size,
+    fixed=False,
+    progress=False,
 ):
     """Mean window prediction per utterance of a split.
 
@@ -42,14 +56,26 @@ def predict_split(
       mesh: the device mesh.
       crop, hop, batch_size: evaluation windowing and global batch size.
       fixed: one centre window per utterance instead of windows covering it.
+      progress: a bar of the batches done and the time left (process 0), for
+        evaluations of more than PROGRESS_BATCHES batches.
 
     Returns:
       {task: [N, C] mean class probabilities or [N] mean values}.
     """
     sums, counts = {}, np.zeros(len(split), np.float64)
-    for batch in pipeline.eval_batches(
-        split, data, crop=crop, hop=hop, batch_size=batch_size, fixed=fixed
-    ):
+    windows = pipeline.eval_windows(split, crop, hop, fixed=fixed)
+    num_batches = -(-len(windows) // batch_size)
+    batches = tqdm.tqdm(
+        pipeline.window_batches(split, data, windows, crop=crop, batch_size=batch_size),
+        total=num_batches,
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not progress
+        or num_batches <= PROGRESS_BATCHES
+        or jax.process_index() != 0,
+    )
+    for batch in batches:
         x = sharding.from_global(batch["x"], mesh)
         preds = jax.device_get(predict_fn(state, x))
         valid = batch["utt"] >= 0

@@ -243,7 +243,7 @@ class Experiment:
             ds = ds.mp_prefetch(options)
         return iter(ds)
 
-    def predict(self, state, split_name: str) -> dict:
+    def predict(self, state, split_name: str, *, progress=False) -> dict:
         """A split's utterance-level predictions, in label units."""
         preds = evaluate.predict_split(
             self.eval_fn,
@@ -251,6 +251,7 @@ class Experiment:
             self.data.splits[split_name],
             self.data,
             self.mesh,
+            progress=progress and self.config.train.progress_bar,
             **evaluate.windowing(self.config.data),
         )
         return self.data.unstandardise(preds)
@@ -362,6 +363,10 @@ class _Loop:
             unit="step",
             dynamic_ncols=True,
         )
+        if start < end and jax.process_index() == 0:
+            print(
+                "Compiling the train step (the first step waits for it) ...", flush=True
+            )
         last_step, last_time = start, time.perf_counter()
         timed_steps, timed_seconds = 0, 0.0  # Excludes compilation, eval, saving.
         for done in range(start + 1, end + 1):
@@ -460,7 +465,7 @@ def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
     chosen = best if best is not None else state
     scalars, confusion, named = {}, {}, {}
     for split in ("val", "test") if exp.has_val else ("test",):
-        preds = exp.predict(chosen, split)
+        preds = exp.predict(chosen, split, progress=True)
         data = exp.data.splits[split]
         s, conf = evaluate.split_metrics(split, exp.tasks, data, preds)
         scalars.update(s)
