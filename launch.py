@@ -51,6 +51,13 @@ _PREDICT_OUT = flags.DEFINE_string(
     "With --mode=predict: the folder for predictions.csv/.json "
     "(default <workdir>/predictions).",
 )
+_EVAL_OUT = flags.DEFINE_string(
+    "eval_out",
+    None,
+    "With --mode=evaluate: score the run on the data of --config (another corpus "
+    "or split; the model and its input stay the run's) into this folder, never "
+    "the run's own results.",
+)
 # Required, as mark_flags_as_required makes it, except for evaluate, predict and
 # ensemble, which read the configs the workdirs were trained with.
 flags.register_validator(
@@ -142,11 +149,26 @@ def _evaluate(given, workdir):
     from mtl_ser.training import loop
     from mtl_ser.training import workdir as workdir_lib
 
+    if _EVAL_OUT.value:
+        return _rescore(given, workdir, _EVAL_OUT.value)
     config = predict.load_config(workdir)
     workdir_lib.check_writable(workdir, "--workdir")  # Before any work.
     if given is not None:
         config = workdir_lib.evaluation_config(workdir, config, given.to_dict())
     _report(config, workdir, loop.evaluate_workdir(config, workdir))
+
+
+def _rescore(given, workdir, out):
+    """Scores the run in `workdir` on the data of `given`, into `out`."""
+    from mtl_ser import rescore
+    from mtl_ser.outputs import report
+
+    if given is None:
+        _exit(EXIT_CONFIG, "Flag error: --eval_out needs --config (the data to score)")
+    results = rescore.rescore(workdir, given, out)
+    print(report.results_table(results))
+    print(rescore.speakers_line(results))
+    print(f"Results: {os.path.join(out, rescore.FILENAME)}")
 
 
 def _prepare(config):

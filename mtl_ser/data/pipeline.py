@@ -132,18 +132,12 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
         )
     utterances = corpora.load_corpus(config.corpus)
     main = tasks[0]
-    kept = [u for u in utterances if _has_label(main, u)]
+    kept = labelled(utterances, main)
     if verbose and len(kept) < len(utterances):
         print(unlabelled_summary(main, utterances, kept), flush=True)
 
     def split(us):
-        if protocol == "corpus":
-            return splits.corpus_split(us)
-        return splits.holdout_split(
-            us,
-            splits.parse_speakers(config.split.val_speakers),
-            splits.parse_speakers(config.split.test_speakers),
-        )
+        return split_utterances(config.split, us)
 
     check_main_classes(split(kept)["train"], main)  # Both fail before caching.
     store = cache.build_cache(
@@ -184,6 +178,24 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
         target_statistics(split_data["train"], tasks),
         excluded=store.excluded,
     )
+
+
+def split_utterances(split_cfg, utterances) -> dict:
+    """The single split (split.protocol "holdout" or "corpus") of utterances:
+    "train"/"val"/"test" -> their Utterances (splits.holdout_split)."""
+    if split_cfg.protocol == "corpus":
+        return splits.corpus_split(utterances)
+    return splits.holdout_split(
+        utterances,
+        splits.parse_speakers(split_cfg.val_speakers),
+        splits.parse_speakers(split_cfg.test_speakers),
+    )
+
+
+def labelled(utterances, task) -> list:
+    """The utterances with a label of `task` (the main task: the others are
+    dropped, as build_data drops them)."""
+    return [u for u in utterances if _has_label(task, u)]
 
 
 def speed_copies(utterances, split: SplitData, config, *, verbose=True) -> tuple:

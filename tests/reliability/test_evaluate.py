@@ -132,3 +132,74 @@ def test_evaluation_config_keeps_the_run_and_takes_only_runtime_fields(trained):
     given["train"]["ema_decay"] = 0.99  # Scored: the averaged weights.
     with pytest.raises(workdir_lib.WorkdirError, match="train.ema_decay: 0.0 -> 0.99"):
         workdir_lib.evaluation_config(trained, predict.load_config(trained), given)
+
+
+def _smoke_data(corpus_root):
+    return [
+        "--config=configs/synthetic.py:smoke",
+        f"--config.corpus.root={corpus_root}",
+        f"--config.features.cache_dir={os.path.join(corpus_root, 'cache')}",
+    ]
+
+
+def test_eval_out_scores_other_speakers_in_a_folder_of_its_own(
+    trained, corpus_root, tmp_path
+):
+    """The run trained on spk00, spk01: scoring them is allowed, and said."""
+    files = {n: _read(os.path.join(trained, n)) for n in ("results.json", "report.md")}
+    out = tmp_path / "other"
+    code, stdout, err = _launch(
+        f"--workdir={trained}",
+        f"--eval_out={out}",
+        *_smoke_data(corpus_root),
+        "--config.split.val_speakers=spk02,spk03",
+        "--config.split.test_speakers=spk00,spk01",
+    )
+    assert code == 0, err[-2000:]
+    assert "Scored speakers: val spk02, spk03; test spk00, spk01" in stdout
+    assert "WARNING: the run trained on spk00, spk01" in stdout
+    results = json.loads(_read(out / "results.json"))
+    assert results["seen_in_training"] == ["spk00", "spk01"]
+    assert results["speakers"]["test"] == ["spk00", "spk01"]
+    assert 0.0 <= results["scalars"]["test/ua/emotion"] <= 1.0
+    for name, content in files.items():  # The run's own results stay.
+        assert _read(os.path.join(trained, name)) == content, name
+
+
+def test_eval_out_on_the_runs_own_split_reproduces_its_scores(
+    trained, corpus_root, tmp_path
+):
+    """The same data, the run's statistics and checkpoint: the same scores."""
+    from mtl_ser import rescore
+
+    given = predict.load_config(trained)
+    results = rescore.rescore(trained, given, str(tmp_path / "same"), verbose=False)
+    want = json.loads(_read(os.path.join(trained, "results.json")))["scalars"]
+    assert results["scalars"] == pytest.approx(want, rel=1e-5, abs=1e-7)
+    assert results["seen_in_training"] == []
+    assert rescore.speakers_line(results).endswith("none of them in the run's "
+                                                   "training split")  # fmt: skip
+
+
+def test_eval_out_refuses_a_changed_model_the_run_itself_and_no_config(
+    trained, corpus_root, tmp_path
+):
+    cases = [
+        (
+            [f"--eval_out={tmp_path / 'w'}", *_smoke_data(corpus_root),
+             "--config.model.width=0.25"],
+            "Workdir error: ",
+            "changes the model or its input (saved -> given): model.width",
+        ),
+        (
+            [f"--eval_out={trained}", *_smoke_data(corpus_root)],
+            "Config error: --eval_out=",
+            "the run's own folder",
+        ),
+        ([f"--eval_out={tmp_path / 'n'}"], "Flag error: ", "needs --config"),
+    ]  # fmt: skip
+    for args, start, named in cases:
+        code, _, err = _launch(f"--workdir={trained}", *args)
+        assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
+        assert named in err, err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "n").exists()
