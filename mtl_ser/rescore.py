@@ -36,12 +36,7 @@ def check_config(workdir: str, saved, given: dict) -> None:
     Raises:
       WorkdirError: naming each field that would change the model or its input.
     """
-    changed = [
-        line
-        for line in workdir_lib.config_difference(saved.to_dict(), given)
-        if line.startswith(workdir_lib.SCORED) and not line.startswith(OTHER_DATA)
-        and not line.startswith(workdir_lib.EVALUATION_RUNTIME)
-    ]  # fmt: skip
+    changed = workdir_lib.scored_difference(saved, given, allowed=OTHER_DATA)
     if changed:
         raise workdir_lib.WorkdirError(
             f"{os.path.join(workdir, 'config.json')}: --eval_out scores the run on "

@@ -284,20 +284,12 @@ class TrainBatches(grain.transforms.Map):
         if self.output == INDEX:
             batch.update(first=first.astype(np.int32), frames=valid, floor=floor)
             return batch
-        stores = t.store[entry]
-        if np.all(stores == stores[0]):  # One gather; the usual case.
-            db = gather_frames(
-                t.stores[stores[0]].frames, first, valid, self.crop, floor
-            )
-        else:
-            num_mels = t.stores[0].frames.shape[1]
-            db = np.empty((len(first), self.crop, num_mels), np.float32)
-            for s in np.unique(stores):
-                mine = stores == s
-                db[mine] = gather_frames(
-                    t.stores[s].frames, first[mine], valid[mine], self.crop, floor[mine]
-                )
-        batch["db"] = db
+        batch["db"] = _per_store(
+            t.store[entry],
+            lambda s, mine: gather_frames(
+                t.stores[s].frames, first[mine], valid[mine], self.crop, floor[mine]
+            ),
+        )
         return batch
 
     def _audio(self, entry, start) -> dict:
@@ -309,13 +301,12 @@ class TrainBatches(grain.transforms.Map):
         lo = t.offset[entry]
         hi = lo + t.length[entry]
         first = lo + start * hop - n_fft // 2  # librosa's centring: see crop_samples.
-        stores = t.store[entry]
-        audio = np.empty((len(first), size), np.float32)
-        for s in np.unique(stores):
-            mine = stores == s
-            audio[mine] = gather_samples(
+        audio = _per_store(
+            t.store[entry],
+            lambda s, mine: gather_samples(
                 t.stores[s].frames, first[mine], lo[mine], hi[mine], size
-            )
+            ),
+        )
         real = np.stack([lo - first, hi - first], 1).clip(0, size).astype(np.int32)
         return {
             "audio": audio,
@@ -323,6 +314,19 @@ class TrainBatches(grain.transforms.Map):
             "floor_db": t.floor[entry],
             "real": real,
         }
+
+
+def _per_store(stores: np.ndarray, gather) -> np.ndarray:
+    """gather(store, examples) for each store the examples come from, put
+    together in the examples' order; one gather when all share a store."""
+    if np.all(stores == stores[0]):  # The usual case: no speed copies.
+        return gather(stores[0], slice(None))
+    parts = {s: gather(s, stores == s) for s in np.unique(stores)}
+    some = next(iter(parts.values()))
+    out = np.empty((len(stores), *some.shape[1:]), some.dtype)
+    for s, part in parts.items():
+        out[stores == s] = part
+    return out
 
 
 def window_inputs(split, data, windows: np.ndarray, crop: int) -> np.ndarray:

@@ -202,6 +202,17 @@ def config_difference(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def scored_difference(saved, given: dict, allowed: tuple = ()) -> list[str]:
+    """config_difference's lines (saved -> given) of the SCORED fields, bar the
+    EVALUATION_RUNTIME ones and any starting with one of `allowed`."""
+    return [
+        line
+        for line in config_difference(saved.to_dict(), given)
+        if line.startswith(SCORED)
+        and not line.startswith((*EVALUATION_RUNTIME, *allowed))
+    ]
+
+
 def evaluation_config(workdir: str, saved, given: dict):
     """The config that evaluates the run in `workdir`: its own (`saved`, as
     predict.load_config reads it), with `given`'s EVALUATION_RUNTIME fields.
@@ -210,11 +221,7 @@ def evaluation_config(workdir: str, saved, given: dict):
       WorkdirError: in one line, naming every field of `given` that would
         change what is scored (SCORED) and differs from the run's.
     """
-    scored = [
-        line
-        for line in config_difference(saved.to_dict(), given)
-        if line.startswith(SCORED) and not line.startswith(EVALUATION_RUNTIME)
-    ]
+    scored = scored_difference(saved, given)
     if scored:
         raise WorkdirError(
             f"{os.path.join(workdir, 'config.json')}: --mode=evaluate scores the "
