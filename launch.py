@@ -51,6 +51,15 @@ _PREDICT_OUT = flags.DEFINE_string(
     "With --mode=predict: the folder for predictions.csv/.json "
     "(default <workdir>/predictions).",
 )
+_PREDICT_SPEAKER = flags.DEFINE_enum(
+    "predict_speaker",
+    "manifest",
+    ["manifest", "folder"],
+    "With --mode=predict and a run normalised per speaker: where a file's "
+    "speaker comes from (manifest: a manifest's speaker column; folder: the "
+    "files of one folder are one speaker). A file with none is standardised by "
+    "its own statistics.",
+)
 _EVAL_OUT = flags.DEFINE_string(
     "eval_out",
     None,
@@ -210,6 +219,7 @@ def _predict(config, workdir, inputs):
     import jax
 
     from mtl_ser import predict
+    from mtl_ser.data import statistics
     from mtl_ser.training import workdir as workdir_lib
 
     if config is not None:
@@ -225,7 +235,7 @@ def _predict(config, workdir, inputs):
             "after the flags",
         )
     try:
-        paths, skipped = predict.collect_inputs(inputs)
+        paths, speakers, skipped = predict.collect(inputs, _PREDICT_SPEAKER.value)
     except predict.InputError as e:
         _exit(EXIT_CONFIG, f"Input error: {e}")
     out = _PREDICT_OUT.value or os.path.join(workdir, "predictions")
@@ -235,7 +245,7 @@ def _predict(config, workdir, inputs):
     predictor = predict.Predictor(workdir)
     if jax.process_index() == 0:  # Before any prediction is computed.
         workdir_lib.check_writable(out, "--predict_out")
-    rows, unreadable = predictor.predict_files(paths, progress=True)
+    rows, unreadable = predictor.predict_files(paths, speakers=speakers, progress=True)
     skipped += unreadable
     if not rows:
         workdir_lib.remove_if_empty(out)  # Made by check_writable: nothing in it.
@@ -246,6 +256,9 @@ def _predict(config, workdir, inputs):
         written = predict.write_predictions(out, predictor, rows, skipped)
         short = sum(bool(row["warning"]) for row in rows)
         warned = f", {short} shorter than one window (see 'warning')" if short else ""
+        note = statistics.note(predictor.normalisation)
+        if note:
+            print(f"{note}; each file's statistics are in 'statistics'")
         print(
             f"Predicted {len(rows)} files{warned}, skipped {len(skipped)} "
             f"({predictor.checkpoint[0]} checkpoint, step "

@@ -81,7 +81,11 @@ def get_config(arg=None):
     # (benchmarks/RESULTS.md, input_pipeline).
     c.data.read_threads = 1
     c.data.eval_batch_size = 64  # Global evaluation batch (windows).
-    c.data.normalize = True  # Per-mel-band mean/std from the training split only.
+    # How log-mels are standardised per mel band: "train" (the training
+    # split's mean and std), "speaker" (each speaker's own, in every split:
+    # transductive, it reads the test speaker's audio before scoring it),
+    # "utterance" (each utterance's own) or "none".
+    c.data.normalisation = "train"
     # Classification losses: "none" (every utterance weighs 1) or "balanced"
     # (each class of the training split weighs the same: n / (k * n_class)).
     c.data.class_weights = "none"

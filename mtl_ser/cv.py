@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mtl_ser import sweeps
-from mtl_ser.data import corpora, splits
+from mtl_ser.data import corpora, splits, statistics
 from mtl_ser.outputs import plots, report
 from mtl_ser.training import metrics as metrics_lib
 
@@ -102,12 +102,15 @@ def summarise(folds: Sequence[splits.Fold], workdir: str) -> dict:
             }
         )
         classes = results.get("classes", {})
+        normalisation = results.get("normalisation", "train")
         for task, matrix in results["confusion"].get("test", {}).items():
             summed = confusion.get(task, 0)
             confusion[task] = (np.asarray(matrix) + summed).tolist()
     names = [k for k in rows[0]["scalars"] if all(k in r["scalars"] for r in rows)]
     values = {k: np.array([r["scalars"][k] for r in rows], np.float64) for k in names}
     return {
+        "normalisation": normalisation,
+        "transductive": statistics.is_transductive(normalisation),
         "folds": rows,
         "mean": {k: float(v.mean()) for k, v in values.items()},
         "std": {k: float(v.std()) for k, v in values.items()},
@@ -213,6 +216,9 @@ def markdown(summary: dict, main_task: str, *, figures: bool = False) -> str:
     main += [f"f1_{c}" for c in classes]
     main = [m for m in main if f"{m}/{main_task}" in mean]
     out = [_table(f"{main_task}", main, main_task, folds, mean, std)]
+    note = statistics.note(summary.get("normalisation", "train"))
+    if note:
+        out.insert(0, f"**{note}.**")
     pooled_main = {
         k: v
         for k, v in summary.get("pooled", {}).items()

@@ -23,7 +23,7 @@ import numpy as np
 
 from mtl_ser import cv
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import splits
+from mtl_ser.data import splits, statistics
 from mtl_ser.outputs import report
 from mtl_ser.training import evaluate
 from mtl_ser.training import workdir as workdir_lib
@@ -51,6 +51,12 @@ def run_tasks(run_dir: str) -> tuple:
     return tuple(
         tasks_lib.make_tasks(c["tasks"], c["emotion_classes"], c["regression_loss"])
     )
+
+
+def run_normalisation(run_dir: str) -> str:
+    """A run's data.normalisation, from its saved config.json."""
+    c = workdir_lib.upgrade(_read_json(os.path.join(run_dir, "config.json")))
+    return c.get("data", {}).get("normalisation", "train")
 
 
 def _read_member(run_dir: str) -> dict:
@@ -160,6 +166,9 @@ def ensemble_run(member_dirs: Sequence[str], out_dir: str) -> dict:
     combined = combine(members, member_dirs, tasks)
     results = scored(combined, tasks)
     results["members"] = [os.path.abspath(d) for d in member_dirs]
+    modes = sorted({run_normalisation(d) for d in member_dirs})
+    results["normalisation"] = "+".join(modes)
+    results["transductive"] = statistics.is_transductive(results["normalisation"])
     os.makedirs(out_dir, exist_ok=True)
     named = {split: _as_split(part, tasks) for split, part in combined.items()}
     evaluate.write_predictions(

@@ -31,7 +31,7 @@ import numpy as np
 import tqdm
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import audio, cache, normalisation, pipeline
+from mtl_ser.data import audio, cache, normalisation, pipeline, statistics
 from mtl_ser.data.corpora import manifest
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checkpointing, evaluate, loop, sharding
@@ -116,40 +116,129 @@ class Predictor:
         mel = cache.waveform_features(wave, features, name="waveform")
         return self.results(self.predict_features([mel]))[0]
 
+    @property
+    def normalisation(self) -> str:
+        """The run's data.normalisation (data/statistics.py)."""
+        return self.config.data.normalisation
+
     def predict_files(
-        self, paths: Sequence[str], *, progress: bool = False
+        self, paths: Sequence[str], *, speakers=None, progress: bool = False
     ) -> tuple[list, list]:
         """Predicts each file; a file that cannot be used is skipped.
 
         Args:
           paths: audio files.
+          speakers: with a run normalised per speaker, each file's speaker (a
+            string, or None: the file is standardised by its own statistics);
+            the files of a speaker are standardised by the statistics of all
+            of them. Ignored by other runs. None: no speaker known.
           progress: show a progress bar (process 0).
 
         Returns:
-          (rows, skipped): rows {"path": path, **predict()'s dict} of the
-          files predicted, in the given order; (path, reason) of the others.
+          (rows, skipped): rows {"path": path, **predict()'s dict, "statistics":
+          which statistics standardised it, "warning": ...} of the files
+          predicted, in the given order; (path, reason) of the others.
         """
-        rows, skipped = [], []
-        bar = tqdm.tqdm(
-            total=len(paths),
-            unit="file",
-            disable=not progress or jax.process_index() != 0,
-        )
+        paths = [os.fspath(p) for p in paths]
+        groups = self._groups(paths, speakers)
+        by_group, skipped = {}, []
+        if self.normalisation == "speaker":  # A first pass: the speakers' sums.
+            by_group, skipped = self._group_sums(paths, groups, progress)
+        unusable = {path for path, _ in skipped}
+        rows = []
+        bar = self._bar(len(paths), progress and not by_group)
         for start in range(0, len(paths), FILES_PER_CHUNK):
-            kept, mels = [], []
-            for path in map(os.fspath, paths[start : start + FILES_PER_CHUNK]):
+            kept, mels, stats = [], [], []
+            for i in range(start, min(start + FILES_PER_CHUNK, len(paths))):
+                path = paths[i]
+                if path in unusable:
+                    continue
                 try:
-                    mels.append(cache.utterance_features(path, self.config.features))
-                    kept.append(path)
+                    mel = cache.utterance_features(path, self.config.features)
                 except (audio.AudioError, OSError) as e:
                     skipped.append((path, _reason(e, path)))
-                bar.update(1)
+                    continue
+                finally:
+                    bar.update(1)
+                kept.append(path)
+                mels.append(mel)
+                stats.append(by_group.get(groups[i]))
             if mels:
-                results = self.results(self.predict_features(mels))
-                for path, mel, result in zip(kept, mels, results, strict=True):
-                    rows.append({"path": path, **result, "warning": self.warning(mel)})
+                band_stats = _stacked(stats) if by_group else None
+                results = self.results(self.predict_features(mels, band_stats))
+                for path, mel, result, own in zip(
+                    kept, mels, results, stats, strict=True
+                ):
+                    used = self._statistics_used(own)
+                    rows.append(
+                        {
+                            "path": path,
+                            **result,
+                            "statistics": used,
+                            "warning": self.warning(mel),
+                        }
+                    )
         bar.close()
         return rows, skipped
+
+    def _groups(self, paths, speakers) -> list:
+        """Each file's statistics group: its speaker, or the file alone."""
+        if speakers is None:
+            speakers = [None] * len(paths)
+        if len(speakers) != len(paths):
+            raise ValueError(f"{len(speakers)} speakers for {len(paths)} files")
+        return [
+            ("speaker", str(s)) if s not in (None, "") else ("file", i)
+            for i, s in enumerate(speakers)
+        ]
+
+    def _group_sums(self, paths, groups, progress) -> tuple[dict, list]:
+        """Group -> (mean, std, files) over its usable files, and the files
+        that cannot be used, (path, reason); one pass over the files."""
+        sums, skipped = {}, []
+        bar = self._bar(len(paths), progress)
+        for path, group in zip(paths, groups, strict=True):
+            try:
+                mel = cache.utterance_features(path, self.config.features)
+            except (audio.AudioError, OSError) as e:
+                skipped.append((path, _reason(e, path)))
+                continue
+            finally:
+                bar.update(1)
+            count, total, total_sq = statistics.utterance_sums(
+                _InMemoryStore([mel]), [0]
+            )
+            old = sums.get(group, (0, 0.0, 0.0, 0))
+            sums[group] = (
+                old[0] + count[0],
+                old[1] + total[0],
+                old[2] + total_sq[0],
+                old[3] + 1,
+            )
+        bar.close()
+        out = {}
+        for group, (count, total, total_sq, files) in sums.items():
+            mean, std = statistics.pooled_statistics(count, total, total_sq)
+            out[group] = (mean, std, group, files)
+        return out, skipped
+
+    def _bar(self, total: int, show: bool):
+        return tqdm.tqdm(
+            total=total, unit="file", disable=not show or jax.process_index() != 0
+        )
+
+    def _statistics_used(self, group_stats) -> str:
+        """The predictions' `statistics` column: which statistics standardised
+        the file (Predictor.predict_files)."""
+        mode = self.normalisation
+        if mode == "train":
+            return "training split"
+        if mode == "none":
+            return "none"
+        if group_stats is None or group_stats[2][0] == "file":
+            return "own utterance"
+        _, _, (_, speaker), files = group_stats
+        return f"speaker {speaker} ({files} file{'s' if files > 1 else ''})"
 
     def warning(self, mel: np.ndarray) -> str:
         """ "" or why a prediction of this log-mel [T, F] deserves less trust:
@@ -163,11 +252,14 @@ class Predictor:
             f"trimming < {seconds(d.crop_frames):.2f} s): padded"
         )
 
-    def predict_features(self, mels: Sequence[np.ndarray]) -> dict:
+    def predict_features(self, mels: Sequence[np.ndarray], band_stats=None) -> dict:
         """Utterance predictions from log-mels as the cache holds them.
 
         Args:
           mels: N arrays [T_i, n_mels] (cache.utterance_features).
+          band_stats: with a run normalised per speaker, (mean, std) [N, F]
+            that standardise each; None: each its own statistics (such a run's
+            fallback, and what a run normalised per utterance uses).
 
         Returns:
           {task: [N, C] mean class probabilities or [N] values in label units}.
@@ -176,7 +268,7 @@ class Predictor:
         preds = evaluate.predict_split(
             self.eval_fn,
             self.state,
-            _in_memory_split(mels, self.tasks),
+            _in_memory_split(mels, self.tasks, self.normalisation, band_stats),
             self.statistics,
             self.mesh,
             **evaluate.windowing(c.data),
@@ -205,7 +297,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was trained with (`<workdir>/config.json`), locked.
 
     Fields newer than the run (workdir.ADDED_FIELDS) get the value of the
-    behaviour it was trained with.
+    behaviour it was trained with, and renamed ones their new name
+    (workdir.upgrade).
     """
     path = os.path.join(workdir, "config.json")
     if not os.path.isdir(workdir):
@@ -216,7 +309,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         )
     try:
         with open(path) as f:
-            config = ml_collections.ConfigDict(json.load(f))
+            config = ml_collections.ConfigDict(workdir_lib.upgrade(json.load(f)))
     except ValueError as e:
         raise workdir_lib.WorkdirError(f"{path}: not a config ({e})") from e
     for key, value in workdir_lib.ADDED_FIELDS.items():
@@ -258,12 +351,24 @@ class _InMemoryStore:
         self.floors = np.array([m.min() for m in mels], np.float32)
 
 
-def _in_memory_split(mels, tasks) -> pipeline.SplitData:
-    """An unlabelled split of these log-mels, for evaluate.predict_split."""
+def _stacked(stats: Sequence[tuple]) -> tuple:
+    """(mean, std) [N, F] of N files' group statistics (mean, std, ...)."""
+    return tuple(np.stack([s[k] for s in stats]) for k in (0, 1))
+
+
+def _in_memory_split(mels, tasks, mode="train", band_stats=None) -> pipeline.SplitData:
+    """An unlabelled split of these log-mels, for evaluate.predict_split,
+    standardised as a run normalised by `mode` standardises them: by
+    `band_stats` when given, else, for a per-utterance mode, each log-mel by
+    its own statistics."""
     n = len(mels)
     dtypes = {tasks_lib.CLASSIFICATION: np.int32, tasks_lib.REGRESSION: np.float32}
+    store = _InMemoryStore(mels)
+    if band_stats is None and mode in statistics.PER_UTTERANCE:
+        band_stats = statistics.group_statistics(store, np.arange(n), np.arange(n))
     return pipeline.SplitData(
-        store=_InMemoryStore(mels),
+        band_stats=() if band_stats is None else tuple(band_stats),
+        store=store,
         rows=np.arange(n),
         uids=tuple(range(n)),
         speakers=("",) * n,
@@ -314,25 +419,43 @@ def _reason(error: Exception, path: str) -> str:
     return " ".join(text.split())
 
 
+SPEAKER_SOURCES = ("manifest", "folder")
+
+
 def collect_inputs(inputs: Sequence[str]) -> tuple[list, list]:
-    """The audio files that wav files, folders and manifests name.
+    """The audio files that wav files, folders and manifests name: `collect`'s
+    (paths, skipped)."""
+    paths, _, skipped = collect(inputs)
+    return paths, skipped
+
+
+def collect(inputs: Sequence[str], speakers: str = "manifest") -> tuple:
+    """The audio files that wav files, folders and manifests name, and their
+    speakers.
 
     Args:
-      inputs: each an audio file, a folder (its .wav files, recursively, in
+      inputs: each an audio file, a folder (its audio files, recursively, in
         sorted order) or a .csv/.jsonl manifest with a `path` column (see
         `read_manifest`).
+      speakers: where a file's speaker comes from (runs normalised per speaker
+        use it): "manifest", a manifest's `speaker` column (None for the files
+        of folders, files named alone, and blank cells); "folder", the folder
+        that holds the file (all files of one folder are one speaker).
 
     Returns:
-      (paths, skipped): the files, in input order; (folder, reason) of each
-      folder holding no audio file (AUDIO_EXTENSIONS, any case). A file a
-      manifest lists that is missing or unreadable is kept: predict_files
-      skips it with its reason.
+      (paths, speakers, skipped): the files, in input order; the speaker of
+      each (a string or None); (folder, reason) of each folder holding no
+      audio file (AUDIO_EXTENSIONS, any case). A file a manifest lists that is
+      missing or unreadable is kept: predict_files skips it with its reason.
 
     Raises:
       InputError: a named file or folder does not exist, or a manifest is
         missing or malformed; the message names it.
+      ValueError: `speakers` is not one of SPEAKER_SOURCES.
     """
-    paths, skipped = [], []
+    if speakers not in SPEAKER_SOURCES:
+        raise ValueError(f"speakers={speakers!r}: choose one of {SPEAKER_SOURCES}")
+    listed, skipped = [], []  # (path, manifest speaker or None)
     for item in map(os.fspath, inputs):
         if os.path.isdir(item):
             found = sorted(
@@ -344,21 +467,31 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list, list]:
             if not found:
                 kinds = ", ".join(AUDIO_EXTENSIONS)
                 skipped.append((item, f"folder holds no audio file ({kinds})"))
-            paths.extend(found)
+            listed.extend((path, None) for path in found)
         elif item.lower().endswith(MANIFEST_EXTENSIONS):
-            paths.extend(read_manifest(item))
+            listed.extend(read_manifest_rows(item))
         elif not os.path.exists(item):
             raise InputError(f"{item}: no such file or folder")
         else:
-            paths.append(item)
-    return paths, skipped
+            listed.append((item, None))
+    paths = [path for path, _ in listed]
+    if speakers == "folder":
+        return paths, [os.path.dirname(os.path.abspath(p)) for p in paths], skipped
+    return paths, [speaker for _, speaker in listed], skipped
 
 
 def read_manifest(path: str) -> list[str]:
-    """The audio paths a .csv or .jsonl manifest lists, in its order.
+    """The audio paths a .csv or .jsonl manifest lists, in its order
+    (`read_manifest_rows`)."""
+    return [p for p, _ in read_manifest_rows(path)]
 
-    Only the `path` column (any case) is read, so a training manifest serves
-    (corpora.manifest); relative paths are relative to the manifest's folder.
+
+def read_manifest_rows(path: str) -> list[tuple]:
+    """(audio path, speaker or None) of each row of a .csv or .jsonl manifest.
+
+    Only the `path` and `speaker` columns (any case) are read, so a training
+    manifest serves (corpora.manifest); relative paths are relative to the
+    manifest's folder. A missing or blank speaker is None.
 
     Raises:
       InputError: the manifest is missing, has no `path` column, an empty path
@@ -367,43 +500,54 @@ def read_manifest(path: str) -> list[str]:
     if not os.path.isfile(path):
         raise InputError(f"{path}: manifest not found")
     folder = os.path.dirname(os.path.abspath(path))
-    read = _csv_paths if path.lower().endswith(".csv") else _jsonl_paths
+    read = _csv_rows if path.lower().endswith(".csv") else _jsonl_rows
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             listed = read(f, path)
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e})") from e
     out = []
-    for line, value in listed:
+    for line, value, speaker in listed:
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{path}, line {line}: path={value!r} is not a path")
-        out.append(os.path.normpath(os.path.join(folder, value.strip())))
+        speaker = str(speaker).strip() if speaker is not None else ""
+        out.append(
+            (os.path.normpath(os.path.join(folder, value.strip())), speaker or None)
+        )
     if not out:
         raise InputError(f"{path}: no rows")
     return out
 
 
-def _csv_paths(f, path: str) -> list[tuple[int, str]]:
-    """(line, path column) of each non-blank row of a CSV with a header."""
+def _csv_rows(f, path: str) -> list[tuple]:
+    """(line, path column, speaker column or None) of each non-blank row of a
+    CSV with a header."""
     reader = csv.reader(f)
     try:
         header = [c.strip().lower() for c in next(reader, [])]
         if "path" not in header:
             raise InputError(f"{path}, line 1: no `path` column in {header}")
         column, listed = header.index("path"), []
+        speaker = header.index("speaker") if "speaker" in header else None
         for fields in reader:
             if any(field.strip() for field in fields):
                 value = fields[column] if column < len(fields) else ""
-                listed.append((reader.line_num, value))
+                who = (
+                    fields[speaker]
+                    if speaker is not None and speaker < len(fields)
+                    else None
+                )
+                listed.append((reader.line_num, value, who))
     except csv.Error as e:
         raise InputError(f"{path}, line {reader.line_num}: {e}") from e
     return listed
 
 
-def _jsonl_paths(f, path: str) -> list[tuple[int, str]]:
-    """(line, "path" value) of each JSON object of a JSONL file."""
+def _jsonl_rows(f, path: str) -> list[tuple]:
+    """(line, "path" value, "speaker" value or None) of each JSON object of a
+    JSONL file."""
     return [
-        (line, row.get("path"))
+        (line, row.get("path"), row.get("speaker"))
         for line, row in manifest.json_objects(f, path, error=InputError)
     ]
 
@@ -413,8 +557,10 @@ def table(rows: Sequence[dict], tasks) -> tuple[list, list]:
 
     Columns: path; per classification task its predicted class (named after
     the task) and the probability of each class (`<task>_p_<class>`); per
-    regression task its value (named after the task); `warning` (empty, or
-    why the prediction deserves less trust: Predictor.warning).
+    regression task its value (named after the task); `statistics` (which
+    statistics standardised the file's log-mels: "training split", "speaker
+    <name> (<n> files)", "own utterance" or "none"); `warning` (empty, or why
+    the prediction deserves less trust: Predictor.warning).
     """
     header = ["path"]
     for task in tasks:
@@ -430,8 +576,8 @@ def table(rows: Sequence[dict], tasks) -> tuple[list, list]:
                 record.extend(result["probabilities"][c] for c in task.classes)
             else:
                 record.append(result["value"])
-        records.append([*record, row.get("warning", "")])
-    return [*header, "warning"], records
+        records.append([*record, row.get("statistics", ""), row.get("warning", "")])
+    return [*header, "statistics", "warning"], records
 
 
 def write_predictions(

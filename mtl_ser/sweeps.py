@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from mtl_ser.data import statistics
+
 DEFAULT_METRICS = (
     "test/ua/emotion",
     "test/macro_f1/emotion",
@@ -211,6 +213,7 @@ def records(run_dir: str) -> list[dict]:
                 "dir": path,
                 "scalars": results["scalars"],
                 "step_time_ms": results.get("step_time_ms"),
+                "normalisation": results.get("normalisation", "train"),
             }
         )
     return out
@@ -237,6 +240,7 @@ def summarise(
     rows = []
     for name, recs in groups.items():
         row = {"variant": name, "seeds": len(seeds[name]), "runs": len(recs)}
+        row["normalisation"] = sorted({r["normalisation"] for r in recs})
         for metric in [*metrics, "step_time_ms"]:
             values = [
                 r["scalars"].get(metric) if metric != "step_time_ms" else r[metric]
@@ -294,10 +298,23 @@ def write_tables(
                 else:
                     line += ["", ""] if value is None else [f"{v:.6g}" for v in value]
             writer.writerow(line)
-    text = "\n".join([markdown_table(rows, metrics, labels), *sections])
+    table = markdown_table(rows, metrics, labels)
+    text = "\n".join([*normalisation_lines(rows), table, *sections])
     with open(os.path.join(workdir, "sweep.md"), "w") as f:
         f.write(text)
     return text
+
+
+def normalisation_lines(rows: Sequence[dict]) -> list[str]:
+    """sweep.md's header lines: one per normalisation other than the default
+    ("train"), naming the variants that used it (statistics.note)."""
+    lines = []
+    for mode in statistics.MODES:
+        used = [r["variant"] for r in rows if mode in r.get("normalisation", ())]
+        if used and mode != "train":
+            which = "every variant" if len(used) == len(rows) else ", ".join(used)
+            lines += [f"**{statistics.note(mode)}: {which}.**", ""]
+    return lines
 
 
 def markdown_table(

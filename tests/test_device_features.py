@@ -11,6 +11,7 @@ does.
 
 import dataclasses
 import math
+import types
 
 import chex
 import jax
@@ -106,14 +107,20 @@ def _inputs(batch, data, config):
 
 
 @pytest.mark.parametrize(
-    "inputs_kind, speed_factors",
-    [("segments", ()), ("segments", (1.25,)), ("fixed", ())],
+    "inputs_kind, speed_factors, normalisation",
+    [
+        ("segments", (), "train"),
+        ("segments", (1.25,), "train"),
+        ("fixed", (), "train"),
+        ("segments", (), "speaker"),
+    ],
 )
 def test_training_batches_hold_the_same_crops_on_both_paths(
-    smoke_config, inputs_kind, speed_factors
+    smoke_config, inputs_kind, speed_factors, normalisation
 ):
     smoke_config.data.inputs = inputs_kind
     smoke_config.data.speed_factors = speed_factors
+    smoke_config.data.normalisation = normalisation
     host, device = _data(smoke_config, False), _data(smoke_config, True)
     crop = 160  # Longer than some utterances: padding is compared too.
     smoke_config.data.crop_frames = crop
@@ -129,7 +136,12 @@ def test_training_batches_hold_the_same_crops_on_both_paths(
         smoke_config.data.features_on_device = True
         x = _inputs(got, device, smoke_config)
         smoke_config.data.features_on_device = False
-        assert _db_difference(x, _inputs(want, host, smoke_config), device) <= (
+        if normalisation == "speaker":  # Each example's own statistics.
+            np.testing.assert_array_equal(got["std"], want["std"])
+            scale = types.SimpleNamespace(std=got["std"][:, None, :])
+        else:
+            scale = device
+        assert _db_difference(x, _inputs(want, host, smoke_config), scale) <= (
             DB_TOLERANCE
         )
         padded += int(np.sum(got["frames"] < crop))

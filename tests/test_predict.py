@@ -96,7 +96,9 @@ def test_predict_on_samples_equals_predict_files_and_resamples(
     path = test_files[1][0]
     wave, rate = sf.read(path, dtype="float32")
     rows, _ = predictor.predict_files([path])
-    mono = {k: v for k, v in rows[0].items() if k not in ("path", "warning")}
+    mono = {
+        k: v for k, v in rows[0].items() if k not in ("path", "statistics", "warning")
+    }
     assert predictor.predict(wave, rate) == mono
     assert predictor.predict(np.stack([wave, wave], 1), rate) == mono  # Downmixed.
     # The same samples declared at 22.05 kHz: resampled as a 22.05 kHz file is.
@@ -106,6 +108,7 @@ def test_predict_on_samples_equals_predict_files_and_resamples(
     assert predictor.predict_files([other])[0][0] == {
         "path": other,
         **at_22k,
+        "statistics": "training split",
         "warning": "",
     }
     assert at_22k != predictor.predict(wave, rate)
@@ -188,8 +191,9 @@ def test_launch_predict_writes_csv_and_json(run, predictor, test_files, tmp_path
         ["path", "emotion"]
         + [f"emotion_p_{c}" for c in emotions]
         + ["gender", "gender_p_female", "gender_p_male"]
-        + ["arousal", "valence", "dominance", "warning"]
+        + ["arousal", "valence", "dominance", "statistics", "warning"]
     )
+    assert {row["statistics"] for row in table} == {"training split"}
     for row in table:
         p = np.array([float(row[f"emotion_p_{c}"]) for c in emotions])
         assert row["emotion"] == emotions[int(p.argmax())]

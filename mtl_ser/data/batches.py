@@ -17,7 +17,9 @@ Noise, normalisation and SpecAugment are batch operations in the train step
 (data/inputs.py), drawn from the step's key.
 
 A training batch holds `labels`, `masks` (task name -> [b]) and `utt` ([b]
-int32, the utterance's index in its split), and, by `output`:
+int32, the utterance's index in its split); with a per-utterance
+data.normalisation, `mean` and `std` ([b, F] float32, the statistics that
+standardise each example: data/statistics.py); and, by `output`:
   - DB: `db` [b, T, F] float32 log-mel crops in dB, frames past an utterance's
     end holding its minimum (its "floor");
   - INDEX: `first` [b] int32, the crop's first frame in the device store
@@ -247,6 +249,7 @@ class TrainBatches(grain.transforms.Map):
         self.share = slice(process_index, None, process_count)
         self.labels = standardised_labels(split, target_stats)
         self.masks = split.masks
+        self.band_stats = split.band_stats
         self.size = len(split)
 
     def draws(self, b: int) -> tuple:
@@ -275,6 +278,8 @@ class TrainBatches(grain.transforms.Map):
             "masks": {k: v[index] for k, v in self.masks.items()},
             "utt": index.astype(np.int32),
         }
+        if self.band_stats:  # Each example standardised by its own statistics.
+            batch["mean"], batch["std"] = (s[index] for s in self.band_stats)
         if self.output == AUDIO:
             batch.update(self._audio(entry, start))
             batch["frames"] = valid
@@ -333,7 +338,7 @@ def window_inputs(split, data, windows: np.ndarray, crop: int) -> np.ndarray:
     """The model inputs of evaluation windows ([b, 2]: utterance index, start).
 
     Returns:
-      [b, T, F, 1] float32 log-mels normalised by the training statistics.
+      [b, T, F, 1] float32 log-mels, standardised as `band_statistics` says.
     """
     utt, start = windows[:, 0], windows[:, 1]
     store = split.store
@@ -341,4 +346,14 @@ def window_inputs(split, data, windows: np.ndarray, crop: int) -> np.ndarray:
     valid = np.minimum(store.lengths[rows] - start, crop)
     first = store.offsets[rows] + start
     db = gather_frames(store.frames, first, valid, crop, store.floors[rows])
-    return ((db - data.mean) / data.std)[..., None]
+    mean, std = band_statistics(split, data, utt)
+    return ((db - mean) / std)[..., None]
+
+
+def band_statistics(split, data, utt: np.ndarray) -> tuple:
+    """(mean, std) that standardise the split's utterances `utt` [b]: the
+    split's own per utterance ([b, 1, F] each) if it has them, else the
+    training split's (pipeline.Data.mean/std, [F])."""
+    if not split.band_stats:
+        return data.mean, data.std
+    return tuple(s[utt][:, None, :] for s in split.band_stats)

@@ -199,7 +199,8 @@ def crop_features_jnp(
         peak_db: [B] each utterance's maximum log-mel (dB). The clipping
             reference is the larger of it and the crop's own maximum, so that
             a crop made louder (noise) is not clipped against a quieter peak.
-        mean, std: [n_mels] the training split's band statistics.
+        mean, std: [n_mels] the training split's band statistics, or [B, 1,
+            n_mels] each example's own.
         frames: [B] int, the crop's frames inside the utterance (the rest are
             padding), or None when every frame is.
         floor_db: [B] each utterance's minimum log-mel (dB), the padding's

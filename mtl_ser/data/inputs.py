@@ -9,7 +9,8 @@ to the convolutions, in this order:
      (data.features_on_device), computed from their samples
      (features.crop_features_jnp), after real white noise on the samples;
   2. white noise in the mel power domain (data.noise_prob; augment.MelNoise);
-  3. normalisation by the training split's band statistics;
+  3. normalisation by the training split's band statistics, or by each
+     example's own (the batch's `mean` and `std`: data/statistics.py);
   4. SpecAugment (features.spec_augment_jnp).
 A batch that carries `x` already holds the model input (benchmarks, tests).
 The noise and masks are drawn from the step's key, so they follow the step.
@@ -76,6 +77,9 @@ def model_inputs(batch: dict, store, key: jax.Array, spec: InputSpec) -> jax.Arr
     if "x" in batch:
         return batch["x"]
     noise_key, augment_key = jax.random.split(key)
+    mean, std = spec.mean, spec.std
+    if "mean" in batch:  # Per-example statistics [B, F].
+        mean, std = batch["mean"][:, None, :], batch["std"][:, None, :]
     if "audio" in batch:
         audio = batch["audio"]
         if spec.noise is not None:
@@ -83,8 +87,8 @@ def model_inputs(batch: dict, store, key: jax.Array, spec: InputSpec) -> jax.Arr
         x = features.crop_features_jnp(
             audio,
             batch["peak_db"],
-            spec.mean,
-            spec.std,
+            mean,
+            std,
             batch["frames"],
             batch["floor_db"],
             **spec.log_mel,
@@ -100,7 +104,7 @@ def model_inputs(batch: dict, store, key: jax.Array, spec: InputSpec) -> jax.Arr
             )
         if spec.noise is not None:
             db = spec.noise.on_log_mels(db, noise_key)
-        x = ((db - spec.mean) / spec.std)[..., None]
+        x = ((db - mean) / std)[..., None]
     if spec.spec_augment is None:
         return x
     masks = dataclasses.asdict(spec.spec_augment)

@@ -28,7 +28,7 @@ import grain
 import numpy as np
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import batches, cache, corpora, splits
+from mtl_ser.data import batches, cache, corpora, splits, statistics
 from mtl_ser.errors import ConfigError
 
 
@@ -65,6 +65,9 @@ class SplitData:
         SpeedCopy of each waveform store: the original (factor 1.0), then one
         per speed factor; training examples then carry audio (the module's
         docstring), and speed_copies is empty. Empty when off.
+      band_stats: with a per-utterance data.normalisation ("speaker",
+        "utterance"), (mean, std) [N, F] that standardise each utterance
+        (data/statistics.py); empty otherwise (Data.mean/std serve all).
     """
 
     store: cache.FeatureStore
@@ -75,6 +78,7 @@ class SplitData:
     masks: dict
     speed_copies: tuple = ()
     waveforms: tuple = ()
+    band_stats: tuple = ()
 
     def __len__(self):
         return len(self.rows)
@@ -85,8 +89,10 @@ class Data:
     """Everything training needs from the data side."""
 
     splits: dict  # "train"/"val"/"test" -> SplitData
-    mean: np.ndarray  # [F] per-mel-band mean of the training split
-    std: np.ndarray  # [F] per-mel-band std of the training split
+    # [F] per-mel-band mean and std of the training split (0 and 1 with
+    # data.normalisation="none"); a split with band_stats uses those instead.
+    mean: np.ndarray
+    std: np.ndarray
     dropped: int  # utterances without a main-task label
     # Regression task -> (mean, std) of its training labels. The model learns
     # standardised targets; evaluation maps predictions back (`unstandardise`).
@@ -155,8 +161,16 @@ def build_data(config, tasks: Sequence[tasks_lib.Task], *, verbose=True) -> Data
     if config.data.class_weights == "balanced":
         split_data["train"] = class_balanced(split_data["train"], tasks)
     mean, std = band_statistics(split_data["train"])
-    if not config.data.normalize:
+    mode = config.data.normalisation
+    if mode == "none":
         mean, std = np.zeros_like(mean), np.ones_like(std)
+    if mode in statistics.PER_UTTERANCE:  # Each utterance its own statistics.
+        split_data = {
+            name: dataclasses.replace(
+                part, band_stats=statistics.split_statistics(part, mode)
+            )
+            for name, part in split_data.items()
+        }
     if config.data.features_on_device:  # Log-mels of training crops on device.
         waves = waveform_copies(kept, split_data["train"], config, verbose=verbose)
         split_data["train"] = dataclasses.replace(split_data["train"], waveforms=waves)

@@ -155,6 +155,7 @@ def _gradcam_arrays(exp, state, split, task, per_class: int) -> dict:
         split, c.data.crop_frames, c.data.eval_hop_frames, fixed=True
     )[indices]  # [K, 2]: (utterance, start)
     x = batches.window_inputs(split, data, windows, c.data.crop_frames)
+    mean, std = batches.band_statistics(split, data, windows[:, 0])
     maps = np.zeros(x.shape[:3], np.float32)
     if len(indices):
         # Pad the batch to a multiple of the devices it is split over.
@@ -181,7 +182,7 @@ def _gradcam_arrays(exp, state, split, task, per_class: int) -> dict:
         "cam_prob": centre[indices, predicted].astype(np.float32),
         "cam_start": windows[:, 1],
         # The window in log-mel units (dB), as it was before normalisation.
-        "cam_logmel": x[..., 0] * data.std + data.mean,
+        "cam_logmel": x[..., 0] * std + mean,
         "cam_map": maps,
     }
 

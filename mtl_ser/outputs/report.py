@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from mtl_ser.data import statistics
 from mtl_ser.outputs import analysis, plots
 
 HEADLINE = ("wa", "ua", "macro_f1", "macro_precision", "macro_recall", "mae", "ccc")
@@ -29,8 +30,11 @@ def _headline_rows(results: dict) -> list[tuple[str, str, str, float]]:
 
 
 def results_table(results: dict) -> str:
-    """A short plain-text table of the final validation and test metrics."""
+    """A short plain-text table of the final validation and test metrics,
+    under a line naming a normalisation other than the default."""
     lines = [f"{'split':<6} {'task':<10} {'metric':<16} value"]
+    note = statistics.note(results.get("normalisation", "train"))
+    lines = [note, *lines] if note else lines
     for split, task, metric, value in _headline_rows(results):
         lines.append(f"{split:<6} {task:<10} {metric:<16} {value:.4f}")
     return "\n".join(lines)
@@ -193,6 +197,12 @@ def _evaluated(config, results: dict) -> str:
     return f"step {results['best_step']} (best `{config.train.best_metric}`)"
 
 
+def _normalisation_lines(results: dict) -> list[str]:
+    """report.md's line on a normalisation other than the default, or none."""
+    note = statistics.note(results.get("normalisation", "train"))
+    return [f"**{note}.**", ""] if note else []
+
+
 def write_report(workdir: str, config, results: dict) -> str:
     """Writes `<workdir>/report.md` (and its PNGs) and returns its path."""
     lines = [
@@ -204,6 +214,7 @@ def write_report(workdir: str, config, results: dict) -> str:
         f"{results['step']} steps; evaluated at {_evaluated(config, results)}. "
         "Metrics are utterance-level.",
         "",
+        *_normalisation_lines(results),
         "| split | task | metric | value |",
         "|---|---|---|---|",
     ]

@@ -7,7 +7,7 @@ import os
 import jax
 
 from mtl_ser import models, tasks, weighting
-from mtl_ser.data import cache, corpora, splits
+from mtl_ser.data import cache, corpora, splits, statistics
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import xla_options
 
@@ -35,6 +35,11 @@ def validate_config(config):
     _require(
         c.data.class_weights in ("none", "balanced"),
         f"data.class_weights={c.data.class_weights!r}: choose 'none' or 'balanced'",
+    )
+    _require(
+        c.data.normalisation in statistics.MODES,
+        f"data.normalisation={c.data.normalisation!r}: choose one of "
+        f"{', '.join(statistics.MODES)}",
     )
     _require(
         c.train.evaluate_at in ("best", "last"),

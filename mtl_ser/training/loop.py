@@ -23,6 +23,7 @@ from mtl_ser.data import (
     inputs,
     normalisation,
     pipeline,
+    statistics,
 )
 from mtl_ser.outputs import analysis
 from mtl_ser.training import (
@@ -485,6 +486,10 @@ def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
         # Mean train step time after compilation (this process, this session).
         "step_time_ms": exp.step_time_ms,
         "skipped_steps": int(jax.device_get(state.faults["skipped"])),
+        # How the inputs were standardised; "speaker" read the test speakers'
+        # audio before scoring them (data/statistics.py).
+        "normalisation": exp.config.data.normalisation,
+        "transductive": statistics.is_transductive(exp.config.data.normalisation),
     }
 
 

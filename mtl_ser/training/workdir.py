@@ -43,7 +43,7 @@ SCORED = (
     "data.inputs",
     "data.crop_frames",
     "data.eval_hop_frames",
-    "data.normalize",
+    "data.normalisation",
     "train.evaluate_at",
     "train.best_metric",
     "train.ema_decay",
@@ -73,6 +73,19 @@ ADDED_FIELDS = {
     "data.device_cache": False,
     "data.device_cache_max_mb": 4096.0,
 }
+
+
+def upgrade(saved: dict) -> dict:
+    """A saved config dict in today's field names: data.normalize (True or
+    False, before data.normalisation) reads as data.normalisation "train" or
+    "none". The dict given is left as it is."""
+    data = saved.get("data")
+    if not isinstance(data, dict) or "normalize" not in data:
+        return saved
+    data = dict(data)
+    was = data.pop("normalize")
+    data.setdefault("normalisation", "train" if was else "none")
+    return {**saved, "data": data}
 
 
 class WorkdirError(RuntimeError):
@@ -189,8 +202,9 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 
 def config_difference(old: dict, new: dict) -> list[str]:
-    """Lines 'field: old -> new' for every field that differs (sorted)."""
-    old, new = flatten(old), flatten(new)
+    """Lines 'field: old -> new' for every field that differs (sorted); `old`
+    is a saved config, read in today's field names (`upgrade`)."""
+    old, new = flatten(upgrade(old)), flatten(new)
     lines = []
     for key in sorted(set(old) | set(new)):
         if key in RUNTIME_ONLY:
