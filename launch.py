@@ -345,6 +345,7 @@ def _sweep(config):
     rows = sweeps.summarise(runs, metrics, getattr(module, "REFERENCE", None))
     sections = []
     pairs = getattr(module, "PAIRS", ())
+    pairs = pairs(arg) if callable(pairs) else pairs
     if pairs:
         metric = getattr(module, "PAIRED_METRIC", metrics[0])
         sections.append(sweeps.paired_markdown(sweeps.paired(runs, pairs, metric)))

@@ -11,7 +11,8 @@ An override dict may name its variant with the key "variant" (`LABEL`), e.g.
 of overrides, then names the folder and the table row. It may also define
 METRICS (the results.json scalars to tabulate, default `DEFAULT_METRICS`),
 REFERENCE (an override dict naming the variant whose step time the others are
-compared with) and PAIRS ((variant, baseline) labels compared run by run).
+compared with) and PAIRS ((variant, baseline) labels compared run by run, or
+a function of the sweep file's argument that returns them).
 
 `launch.py --mode=sweep` runs the variants one after another in
 `<workdir>/<variant name>`, skips the ones already complete (so an interrupted

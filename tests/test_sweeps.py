@@ -83,6 +83,26 @@ def test_weighting_sweep_names_every_registered_method():
     assert set(sweep_file.NAMES) == set(weighting.METHODS) - {"fixed"}
 
 
+@pytest.mark.parametrize("best", ["speaker", "utterance"])
+def test_normalisation_sweep_pairs_name_its_variants(best):
+    from configs.sweeps import emodb_normalisation as sweep_file
+
+    arg = f"best={best},smoke"
+    base = sweep_file.get_config(arg)
+    variants = sweep_file.get_sweep(arg)
+    sweeps.check_unique(variants)
+    labels = {v[sweeps.LABEL] for v in variants}
+    for first, second in sweep_file.PAIRS(arg):
+        assert {first, second} <= labels
+        assert second.startswith("stl_")
+    for variant in variants:
+        config = sweeps.apply_overrides(base, variant)
+        assert config.data.normalisation in ("train", "speaker", "utterance")
+        if variant[sweeps.LABEL].startswith("mtl_"):
+            assert config.data.normalisation == best
+            assert config.tasks == "emotion,gender"
+
+
 def test_sweep_prints_one_launch_command_per_variant(tmp_path):
     out = subprocess.run(
         [
