@@ -68,7 +68,9 @@ def get_config(arg=None):
     c.data.inputs = "segments"
     c.data.crop_frames = 128  # Training crop length T (frames).
     c.data.eval_hop_frames = 64  # Hop between evaluation windows (frames).
-    c.data.batch_size = 32  # Global training batch (divisible by device count).
+    # Global training batch (divisible by device count); weighting.name modo and
+    # sdmgrad take three such batches per step.
+    c.data.batch_size = 32
     # Grain worker processes making training batches (0: in this process, with
     # Grain's prefetch threads). Workers pay off with spare cores (accelerator
     # hosts); on a 2-core CPU they share the cores with the step and lose
@@ -171,6 +173,25 @@ def get_config(arg=None):
     c.weighting.db_beta = 0.9  # db_mtl: EMA factor of the log-loss gradients.
     c.weighting.db_beta_sigma = 0.0  # db_mtl: beta / step^sigma decay.
     c.weighting.graddrop_leak = 0.0  # graddrop: kept share of dropped gradients.
+    c.weighting.stch_mu = 1.0  # stch: smoothing of the Tchebycheff maximum.
+    c.weighting.stch_warmup_epochs = 4  # stch: epochs of log-loss before the nadir.
+    c.weighting.excess_step_size = 1e-2  # excess_mtl: robust step size eta.
+    c.weighting.gradvac_beta = 0.5  # gradvac: EMA factor of the target cosines.
+    # gradvac: 0 whole model, 1 per layer (module), 2 per parameter tensor.
+    c.weighting.gradvac_group_type = 0
+    c.weighting.moco_beta = 0.5  # moco: tracking rate of Y (/ step^sigma).
+    c.weighting.moco_beta_sigma = 0.5
+    c.weighting.moco_gamma = 0.1  # moco: step size of lambda (/ step^sigma).
+    c.weighting.moco_gamma_sigma = 0.5
+    c.weighting.moco_rho = 0.0  # moco: ridge on Y Y^T.
+    c.weighting.fairgrad_alpha = 1.0  # fairgrad: alpha-fairness.
+    c.weighting.upgrad_norm_eps = 1e-4  # upgrad: K/tr(K) is 0 below this trace.
+    c.weighting.upgrad_reg_eps = 1e-4  # upgrad: ridge added to K/tr(K).
+    # modo and sdmgrad draw three batches of data.batch_size per step.
+    c.weighting.modo_gamma = 1e-3  # modo: step size of lambda.
+    c.weighting.modo_rho = 0.1  # modo: ridge of lambda's step.
+    c.weighting.sdmgrad_lamda = 0.3  # sdmgrad: weight of the mean direction.
+    c.weighting.sdmgrad_niter = 20  # sdmgrad: SGD iterations on w per step.
 
     # Optimizer (optax) and schedule.
     c.optim = ml_collections.ConfigDict()

@@ -128,6 +128,48 @@ def test_gradient_path_against_separate_backward_passes(smoke_config, summing):
     np.testing.assert_allclose(float(total), float(aux[0].sum()), rtol=1e-6)
 
 
+def test_three_batch_methods_get_each_batchs_task_gradients(smoke_config, monkeypatch):
+    def aggregate(params, state, losses, grads, *, step, rng):
+        del params, step, rng
+        assert losses.shape == (3, 3) and grads.shape[:2] == (3, 3)
+        ones = jnp.ones((3,))
+        return GradOutput(grads[2].sum(0), ones, 2 * ones, state, {}, ones)
+
+    method = Method("sum3", lambda t: ({}, {}), aggregate=aggregate, batches_per_step=3)
+    monkeypatch.setitem(weighting._BUILDERS, "sum3", lambda *a: method)
+    monkeypatch.setitem(weighting._BATCHES_PER_STEP, "sum3", 3)
+    monkeypatch.setattr(weighting, "METHODS", (*weighting.METHODS, "sum3"))
+    smoke_config.model.dropout = 0.0  # Examples are then independent.
+    smoke_config.tasks = "emotion,gender,arousal"
+    smoke_config.weighting.name = "sum3"
+    exp = loop.Experiment(smoke_config, verbose=False)
+    assert exp.batch_size == 3 * smoke_config.data.batch_size
+    state = jax.device_get(exp.state)
+    batch = _model_batch(exp)
+    assert batch["x"].shape[0] == exp.batch_size
+    rng = jax.random.PRNGKey(0)
+    kw = dict(model=exp.model, tasks=exp.tasks, method=method)
+    _, grads, aux, _ = step_lib._param_grads(state, batch, rng, **kw)
+
+    def sub_losses(params, k):  # Batch k: rows k, k + 3, ... on their own.
+        sub = jax.tree.map(lambda a: a[k::3], batch)
+        outputs, _, _ = step_lib._apply(
+            exp.model, state, {"model": params}, sub["x"], train=True, rng=rng
+        )
+        return step_lib._task_losses(exp.tasks, outputs, sub)
+
+    params = state.params["model"]
+    want_losses = np.mean([sub_losses(params, k) for k in range(3)], axis=0)
+    np.testing.assert_allclose(aux[0], want_losses, rtol=1e-5)
+    last = jax.grad(lambda p: sub_losses(p, 2).sum())(params)
+    every = jax.grad(lambda p: sum(sub_losses(p, k).sum() for k in range(3)))(params)
+    for name in grads["model"]:
+        want = jax.tree.map(lambda g: 2 * g, every[name])  # Head weights 2.
+        if not name.startswith("head_"):
+            want = last[name]
+        chex.assert_trees_all_close(grads["model"][name], want, rtol=1e-4, atol=1e-7)
+
+
 def test_loss_based_methods_log_no_gradient_statistics(smoke_config):
     smoke_config.weighting.name = "equal"
     _, history = _run(smoke_config, 1)

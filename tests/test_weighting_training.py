@@ -52,6 +52,23 @@ def test_famo_updates_its_logits_after_each_step(smoke_config):
     assert not np.allclose(state.weighting_state["logits"], initial["logits"])
 
 
+@pytest.mark.parametrize("group_type", [1, 2])
+def test_gradvac_groups_follow_the_models_modules_and_tensors(smoke_config, group_type):
+    from mtl_ser.training import state as state_lib
+
+    smoke_config.weighting.name = "gradvac"
+    smoke_config.weighting.gradvac_group_type = group_type
+    exp, state, history = _train(smoke_config, 2)
+    assert all(np.isfinite(h["train/loss/total"]) for h in history)
+    layout = state_lib.shared_layout(state.params["model"])
+    modules = {module for module, _ in layout}
+    expected = len(modules) if group_type == 1 else len(layout)
+    assert 1 < len(modules) < len(layout)  # Modules hold several tensors.
+    rho_hat = state.weighting_state["rho_hat"]
+    assert rho_hat.shape == (len(exp.tasks), len(exp.tasks), expected)
+    assert np.any(rho_hat != 0)
+
+
 @pytest.mark.parametrize("name", ["mgda", "gradnorm", "imtl", "aligned_mtl"])
 def test_representation_gradient_variants_train(smoke_config, name):
     smoke_config.weighting.name = name

@@ -25,6 +25,8 @@ NAMES = (
     "rlw",
     "gls",
     "famo",
+    "stch",
+    "excess_mtl",
     "gradnorm",
     "mgda",
     "pcgrad",
@@ -34,6 +36,12 @@ NAMES = (
     "aligned_mtl",
     "db_mtl",
     "graddrop",
+    "gradvac",
+    "moco",
+    "fairgrad",
+    "upgrad",
+    "modo",
+    "sdmgrad",
 )
 
 METRICS = (

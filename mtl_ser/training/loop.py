@@ -158,6 +158,11 @@ def input_spec(config, stats=None) -> inputs.InputSpec:
     )
 
 
+def step_batch_size(config) -> int:
+    """Examples per train step: data.batch_size times the method's batches."""
+    return config.data.batch_size * weighting.batches_per_step(config.weighting.name)
+
+
 class Experiment:
     """Everything a run builds from its config before the first step."""
 
@@ -170,8 +175,9 @@ class Experiment:
         self.step_time_ms = None  # Set by a training run.
         # An epoch is one pass over the train split's utterances (each one
         # random crop), as the per-epoch weighting methods count it.
+        self.batch_size = step_batch_size(c)
         self.steps_per_epoch = -(
-            -len(self.data.splits["train"].rows) // c.data.batch_size
+            -len(self.data.splits["train"].rows) // self.batch_size
         )
         steps = build_steps(
             c,
@@ -231,7 +237,7 @@ class Experiment:
             self.data.splits["train"],
             self.data,
             crop=c.data.crop_frames,
-            batch_size=c.data.batch_size,
+            batch_size=self.batch_size,
             seed=c.seed,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
@@ -389,7 +395,7 @@ class _Loop:
                 self.lock.refresh()
                 now = time.perf_counter()
                 metrics["train/samples_per_sec"] = (
-                    (done - last_step) * c.data.batch_size / (now - last_time)
+                    (done - last_step) * exp.batch_size / (now - last_time)
                 )
                 if last_step > start:  # The first interval holds the compilation.
                     timed_steps += done - last_step
@@ -433,7 +439,7 @@ class _Loop:
             split = self.exp.data.splits["train"]
             rows = pipeline.train_batch_indices(
                 len(split),
-                batch_size=c.data.batch_size,
+                batch_size=self.exp.batch_size,
                 seed=c.seed,
                 step=int(jax.device_get(state.faults["first_step"])),
                 process_count=jax.process_count(),

@@ -52,6 +52,21 @@ def init_faults(num_tasks: int) -> dict:
     }
 
 
+def shared_layout(params) -> tuple:
+    """((module path, size), ...) of the shared parameter tensors.
+
+    In the order of the columns of the per-task gradient matrix [T, P] (the
+    tree's flattening order); the module path is the tensor's path without
+    its own name, e.g. ("trunk", "conv1") for ("trunk", "conv1", "kernel").
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return tuple(
+        (tuple(str(getattr(k, "key", k)) for k in path[:-1]), int(leaf.size))
+        for path, leaf in leaves
+        if not models.is_head_path(path)
+    )
+
+
 def _gradient_width(model, variables, x, rep_grad: bool) -> int:
     """P of a gradient method's [T, P]: shared parameters, or the embedding."""
     if rep_grad:
@@ -87,11 +102,12 @@ def init_state(
     params_rng, state_rng = jax.random.split(rng)
     x = jnp.zeros(input_shape, jnp.float32)
     variables = model.init(params_rng, x, train=False)
+    extra = {}
     if method.init_needs_width:
-        width = _gradient_width(model, variables, x, rep_grad)
-        weighting_params, weighting_state = method.init(num_tasks, num_params=width)
-    else:
-        weighting_params, weighting_state = method.init(num_tasks)
+        extra["num_params"] = _gradient_width(model, variables, x, rep_grad)
+    if method.needs_layout:
+        extra["layout"] = shared_layout(variables["params"])
+    weighting_params, weighting_state = method.init(num_tasks, **extra)
     params = {"model": variables["params"], "weighting": weighting_params}
     batch_stats = variables.get("batch_stats", {})
     return TrainState(

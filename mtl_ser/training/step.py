@@ -1,5 +1,7 @@
 """The jitted train and eval steps (pure, module level; bound with partial)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -134,6 +136,9 @@ def _loss_based_grads(state, batch, rng, *, model, tasks, method, poison=None):
 
 def _aggregate(method, state, rng, losses, matrix):
     """The gradient method's GradOutput for per-task gradient rows `matrix`."""
+    extra = {}
+    if method.needs_layout:  # Static: shapes and paths are known when tracing.
+        extra["layout"] = state_lib.shared_layout(state.params["model"])
     return method.aggregate(
         state.params["weighting"],
         state.weighting_state,
@@ -141,6 +146,7 @@ def _aggregate(method, state, rng, losses, matrix):
         matrix,
         step=state.step,
         rng=_method_rng(rng),
+        **extra,
     )
 
 
@@ -159,10 +165,8 @@ def _assemble(out, shared, per_task, losses, matrix, tasks, batch_stats):
     return total, grads, (losses, out.weights, out.state, batch_stats), stats
 
 
-def _param_grads(
-    state, batch, rng, *, model, tasks, method, per_task_grads="vmap", poison=None
-):
-    """Per-task grads of the shared parameters ([T, P]) -> the method's update."""
+def _task_grads(state, batch, rng, *, model, tasks, per_task_grads, poison):
+    """(losses [T], per-task grads {tree of [T, ...]}, batch_stats) of a batch."""
     num_tasks = len(tasks)
 
     def losses_fn(model_params):
@@ -182,8 +186,51 @@ def _param_grads(
         # T backward passes one after another: less memory, as LibMTL does.
         rows = [vjp_fn(basis[t])[0] for t in range(num_tasks)]
         per_task = jax.tree.map(lambda *g: jnp.stack(g), *rows)
-    grads_matrix = _flatten_shared(per_task, num_tasks)  # [T, P]
+    return losses, per_task, batch_stats
+
+
+def _batches_task_grads(state, batch, rng, m, **kwargs):
+    """_task_grads of m interleaved batches (batch k: rows k, k + m, ...).
+
+    Run side by side (vmap), each batch with its own forward pass, dropout key
+    and BatchNorm statistics, so the cost is that of m separate batches. The
+    BatchNorm running averages take the mean of the m batches' updates.
+    Returns losses [m, T], grads {tree of [m, T, ...]} and the batch_stats.
+    """
+    split = jax.tree.map(
+        lambda a: jnp.moveaxis(a.reshape(-1, m, *a.shape[1:]), 1, 0), batch
+    )
+    run = functools.partial(_task_grads, state, **kwargs)
+    losses, per_task, stats = jax.vmap(run)(split, jax.random.split(rng, m))
+    return losses, per_task, jax.tree.map(lambda s: s.mean(0), stats)
+
+
+def _param_grads(
+    state, batch, rng, *, model, tasks, method, per_task_grads="vmap", poison=None
+):
+    """Per-task grads of the shared parameters ([T, P]) -> the method's update.
+
+    A method that takes m > 1 batches per step (MoDo, SDMGrad) gets losses
+    [m, T] and grads [m, T, P]; the heads then get their gradients summed
+    over the m batches, and the logged losses are the m batches' mean.
+    """
+    kwargs = dict(model=model, tasks=tasks, per_task_grads=per_task_grads)
+    m, num_tasks = method.batches_per_step, len(tasks)
+    if m == 1:
+        losses, per_task, batch_stats = _task_grads(
+            state, batch, rng, poison=poison, **kwargs
+        )
+        grads_matrix = _flatten_shared(per_task, num_tasks)  # [T, P]
+    else:
+        losses, per_task, batch_stats = _batches_task_grads(
+            state, batch, rng, m, poison=poison, **kwargs
+        )
+        flatten = functools.partial(_flatten_shared, num_tasks=num_tasks)
+        grads_matrix = jax.vmap(flatten)(per_task)  # [m, T, P]
     out = _aggregate(method, state, rng, losses, grads_matrix)
+    if m > 1:  # Heads, metrics and logs see the sum (mean) over the batches.
+        per_task = jax.tree.map(lambda g: g.sum(0), per_task)
+        grads_matrix, losses = grads_matrix.sum(0), losses.mean(0)
     shared = _unflatten_shared(out.update, state.params["model"])
     return _assemble(out, shared, per_task, losses, grads_matrix, tasks, batch_stats)
 

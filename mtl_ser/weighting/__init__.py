@@ -24,18 +24,27 @@ from mtl_ser.weighting import (
     aligned_mtl,
     cagrad,
     db_mtl,
+    excess_mtl,
+    fairgrad,
     graddrop,
     gradnorm,
+    gradvac,
     imtl,
     loss_based,
     mgda,
+    moco,
+    modo,
     nash_mtl,
     pcgrad,
+    sdmgrad,
+    stch,
+    upgrad,
 )
 from mtl_ser.weighting.base import GradOutput, Method
 
 _BUILDERS = {
     **loss_based.BUILDERS,
+    **stch.BUILDERS,
     **gradnorm.BUILDERS,
     **mgda.BUILDERS,
     **pcgrad.BUILDERS,
@@ -45,9 +54,24 @@ _BUILDERS = {
     **aligned_mtl.BUILDERS,
     **db_mtl.BUILDERS,
     **graddrop.BUILDERS,
+    **excess_mtl.BUILDERS,
+    **moco.BUILDERS,
+    **gradvac.BUILDERS,
+    **fairgrad.BUILDERS,
+    **upgrad.BUILDERS,
+    **modo.BUILDERS,
+    **sdmgrad.BUILDERS,
 }
 
 METHODS = tuple(_BUILDERS)
+
+# Methods that take several independent batches per step (the rest take one).
+_BATCHES_PER_STEP = {"modo": modo.BATCHES, "sdmgrad": sdmgrad.BATCHES}
+
+
+def batches_per_step(name: str) -> int:
+    """How many batches of data.batch_size method `name` takes per step."""
+    return _BATCHES_PER_STEP.get(name, 1)
 
 
 def make_method(cfg, tasks: Sequence, *, steps_per_epoch: int = 1) -> Method:
@@ -75,4 +99,4 @@ def make_method(cfg, tasks: Sequence, *, steps_per_epoch: int = 1) -> Method:
     return method
 
 
-__all__ = ["METHODS", "GradOutput", "Method", "make_method"]
+__all__ = ["METHODS", "GradOutput", "Method", "batches_per_step", "make_method"]

@@ -67,6 +67,13 @@ class Method(NamedTuple):
       init_needs_width: gradient methods only: `init` is called as
         init(num_tasks, num_params=P), P the width of the gradient matrix
         (for state shaped like the gradients, e.g. DB-MTL's buffer).
+      needs_layout: gradient methods only: `init` and `aggregate` also get
+        layout=((module path, size), ...), one entry per shared parameter
+        tensor in the order of the gradient's columns (GradVac's groups).
+      batches_per_step: gradient methods only: how many independent batches
+        the step draws (MoDo, SDMGrad: 3). Then `aggregate` gets losses
+        [m, T] and grads [m, T, P], and the heads get head_weights[t] times
+        their task's gradient summed over the m batches.
       rep_grad_only: the method is defined on the representation only
         (GradDrop): the step uses representation gradients whatever
         `weighting.rep_grad` says.
@@ -81,6 +88,8 @@ class Method(NamedTuple):
     after_step: Optional[Callable[..., Any]] = None
     rep_grad_ok: bool = False
     init_needs_width: bool = False
+    needs_layout: bool = False
+    batches_per_step: int = 1
     rep_grad_only: bool = False
     signed_rep_grads: bool = False
 
