@@ -1,32 +1,12 @@
-"""Helpers shared by config files (argument parsing only; no defaults live here)."""
+"""Corpus presets and the paper's experiments, shared by config files.
 
-import ml_collections
+No defaults live here (configs/default.py holds every field); `parse_arg` is
+configs/args.py's, kept here for the config files that call it from here.
+"""
 
+from configs import args, default
 
-def parse_arg(arg, **defaults):
-    """Parses a config argument string like "smoke" or "smoke,corpus=emodb".
-
-    Args:
-      arg: the text after ":" in `--config=configs/x.py:arg`, or None.
-      **defaults: every accepted key with its default value; the value's type is
-        used to convert the text (bools accept a bare key as True).
-
-    Returns:
-      A ConfigDict of the parsed values.
-    """
-    values = dict(defaults)
-    for item in filter(None, (arg or "").split(",")):
-        key, _, text = item.partition("=")
-        if key not in defaults:
-            raise ValueError(
-                f"config argument {key!r}: unknown; choose from {sorted(defaults)}"
-            )
-        kind = type(defaults[key])
-        if kind is bool:
-            values[key] = text.lower() not in ("0", "false", "no") if text else True
-        else:
-            values[key] = kind(text)
-    return ml_collections.ConfigDict(values)
+parse_arg = args.parse_arg  # The config files call it from here.
 
 
 # Corpus presets for the paper's experiments: (root, val speakers, test speakers,
@@ -62,8 +42,6 @@ def paper_config(arg, *, trunk: str, multitask: bool):
     Returns:
       The ConfigDict.
     """
-    from configs import default  # Late import: default imports this module.
-
     arg = parse_arg(arg, smoke=False, corpus="synthetic")
     if arg.corpus not in CORPUS_PRESETS:
         raise ValueError(

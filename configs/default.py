@@ -5,12 +5,12 @@ python launch.py --config=configs/default.py --workdir=runs/default
 
 import ml_collections
 
-from configs import common
+from configs import args
 
 
 def get_config(arg=None):
     """Returns the default config; `arg` may be "smoke" for a tiny run."""
-    arg = common.parse_arg(arg, smoke=False)
+    arg = args.parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
     c.seed = 0  # Root of all randomness: init, dropout, data order, crops.
 

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mtl_ser import sweeps
+from mtl_ser import layout
 from mtl_ser.data import corpora, splits, statistics
 from mtl_ser.outputs import plots, report
 from mtl_ser.training import metrics as metrics_lib
@@ -39,9 +39,12 @@ def folds_of(config) -> list[splits.Fold]:
     )
 
 
+fold_dir = layout.fold_dir  # The folder of one fold.
+
+
 def fold_config(config, fold: splits.Fold):
     """The config of one fold: a holdout run with the fold's speakers."""
-    return sweeps.apply_overrides(
+    return layout.apply_overrides(
         config,
         {
             "split.protocol": "holdout",
@@ -49,10 +52,6 @@ def fold_config(config, fold: splits.Fold):
             "split.test_speakers": ",".join(fold.test_speakers),
         },
     )
-
-
-def fold_dir(workdir: str, index: int, fold: splits.Fold) -> str:
-    return os.path.join(workdir, f"fold{index:02d}_{fold.name}")
 
 
 def run(config, folds, workdir: str, train: Callable, *, only: int = -1) -> bool:

@@ -22,7 +22,6 @@ metric's mean and standard deviation over seeds and, when the base config's
 with one folder per fold), over folds too.
 """
 
-import copy
 import csv
 import glob
 import importlib.util
@@ -33,15 +32,16 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from mtl_ser.data import statistics
+from mtl_ser import layout
+from mtl_ser.data import splits, statistics
 
 DEFAULT_METRICS = (
     "test/ua/emotion",
     "test/macro_f1/emotion",
     "test/wa/emotion",
 )
-# The override key that names a variant instead of its overrides.
-LABEL = "variant"
+LABEL = layout.LABEL  # The override key that names a variant.
+apply_overrides = layout.apply_overrides
 # What a run folder holds when it is complete: one run's results, or a CV
 # run's table over its folds.
 RESULTS, CV_RESULTS = "results.json", "cv_results.json"
@@ -101,23 +101,6 @@ def check_unique(variants: Sequence[Mapping[str, Any]]) -> None:
                 f"share the folder {name!r}; give them different labels"
             )
         seen[name] = overrides
-
-
-def apply_overrides(config, overrides: Mapping[str, Any]):
-    """A copy of `config` with dotted-field overrides; unknown fields raise."""
-    config = copy.deepcopy(config)
-    for key, value in overrides.items():
-        if key == LABEL:
-            continue
-        *parents, leaf = key.split(".")
-        node = config
-        for part in [*parents, leaf]:
-            if part not in node:
-                raise KeyError(f"sweep override {key!r}: no field {part!r}")
-            if part != leaf:
-                node = node[part]
-        node[leaf] = value
-    return config
 
 
 def launch_commands(
@@ -195,16 +178,13 @@ def records(run_dir: str) -> list[dict]:
     if os.path.exists(os.path.join(run_dir, RESULTS)):
         dirs = [("", run_dir)]
     else:
-        from mtl_ser import cv  # cv imports this module.
-        from mtl_ser.data import splits
-
         summary = _read_json(os.path.join(run_dir, CV_RESULTS))
         dirs = []
         for i, row in enumerate(summary["folds"]):
             fold = splits.Fold(
                 row["fold"], tuple(row["val_speakers"]), tuple(row["test_speakers"])
             )
-            dirs.append((fold.name, cv.fold_dir(run_dir, i, fold)))
+            dirs.append((fold.name, layout.fold_dir(run_dir, i, fold)))
     out = []
     for fold, path in dirs:
         results = _read_json(os.path.join(path, RESULTS))

@@ -21,8 +21,8 @@ import numpy as np
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import audio, pipeline
 from mtl_ser.data.corpora.base import CorpusError
-from mtl_ser.errors import ConfigError
-from mtl_ser.training import workdir as workdir_lib
+from mtl_ser.errors import ConfigError, WorkdirError
+from mtl_ser.files import write_json
 
 FILENAME = "normalisation.json"
 
@@ -41,7 +41,7 @@ def to_json(data: pipeline.Data) -> dict:
 
 def save(workdir: str, data: pipeline.Data):
     """Writes `<workdir>/normalisation.json` (process 0 only, atomically)."""
-    workdir_lib.write_json(os.path.join(workdir, FILENAME), to_json(data))
+    write_json(os.path.join(workdir, FILENAME), to_json(data))
 
 
 def statistics_data(mean, std, target_stats: dict) -> pipeline.Data:
@@ -59,7 +59,7 @@ def load(workdir: str) -> "pipeline.Data | None":
     """The statistics saved in `workdir`, or None when it has no file.
 
     Raises:
-      workdir_lib.WorkdirError: the file is not a normalisation file.
+      WorkdirError: the file is not a normalisation file.
     """
     path = os.path.join(workdir, FILENAME)
     if not os.path.exists(path):
@@ -73,7 +73,7 @@ def load(workdir: str) -> "pipeline.Data | None":
         }
         return statistics_data(saved["mean"], saved["std"], targets)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise workdir_lib.WorkdirError(
+        raise WorkdirError(
             f"{path}: unreadable normalisation statistics ({type(e).__name__}: {e})"
         ) from e
 
@@ -96,7 +96,7 @@ def load_or_rebuild(workdir: str, config, tasks, *, verbose=True) -> pipeline.Da
       splits are empty when read from the file).
 
     Raises:
-      workdir_lib.WorkdirError: no file and the corpus cannot be read, or
+      WorkdirError: no file and the corpus cannot be read, or
         statistics that do not fit the config (feature bands, tasks).
     """
     data = load(workdir)
@@ -111,7 +111,7 @@ def load_or_rebuild(workdir: str, config, tasks, *, verbose=True) -> pipeline.Da
         try:
             data = pipeline.build_data(config, tasks, verbose=False)
         except (CorpusError, ConfigError, audio.AudioError, OSError) as e:
-            raise workdir_lib.WorkdirError(
+            raise WorkdirError(
                 f"{path} not found, and the training corpus cannot rebuild the "
                 f"statistics: {e}"
             ) from e
@@ -123,13 +123,13 @@ def _check_fits(data: pipeline.Data, config, tasks, path: str):
     """Raises WorkdirError if the statistics do not match the config."""
     n_mels = config.features.n_mels
     if data.mean.shape != (n_mels,) or data.std.shape != (n_mels,):
-        raise workdir_lib.WorkdirError(
+        raise WorkdirError(
             f"{path}: statistics for {data.mean.shape} bands, but "
             f"features.n_mels={n_mels}"
         )
     regression = sorted(t.name for t in tasks if t.kind == tasks_lib.REGRESSION)
     if sorted(data.target_stats) != regression:
-        raise workdir_lib.WorkdirError(
+        raise WorkdirError(
             f"{path}: target statistics for {sorted(data.target_stats)}, but the "
             f"regression tasks are {regression}"
         )

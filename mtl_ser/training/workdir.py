@@ -17,6 +17,9 @@ import socket
 import jax
 from jax.experimental import multihost_utils
 
+from mtl_ser.errors import WorkdirError
+from mtl_ser.files import write_json
+
 # Config fields that may change between resumes without changing the run (the
 # library fusions change how XLA computes the same step, not what it computes;
 # read threads, who makes the same batches, under the same iterator state; the
@@ -86,10 +89,6 @@ def upgrade(saved: dict) -> dict:
     was = data.pop("normalize")
     data.setdefault("normalisation", "train" if was else "none")
     return {**saved, "data": data}
-
-
-class WorkdirError(RuntimeError):
-    """The workdir cannot be used as asked; the message says why and what to do."""
 
 
 class Lock:
@@ -274,15 +273,6 @@ def check_config(workdir: str, config: dict, *, allow_change: bool):
             "--allow_config_change to resume with the new config."
         )
     print(f"Resuming with a changed config (saved -> now):\n  {listing}")
-
-
-def write_json(path: str, obj):
-    """Writes `obj` to `path` from process 0 only, atomically (temp + rename)."""
-    if jax.process_index() != 0:
-        return
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def save_config(workdir: str, config: dict):
