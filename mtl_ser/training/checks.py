@@ -26,40 +26,17 @@ def validate_config(config):
     Args:
       config: the full ConfigDict.
     """
-    c = config
+    for check in CHECKS:
+        check(config)
+
+
+def _check_model(c):
+    """The trunk: model.*."""
     _require(
         c.model.name in models.TRUNKS,
         f"model.name={c.model.name!r}: unknown; choose one of {sorted(models.TRUNKS)}",
     )
     _require(c.model.width > 0, f"model.width={c.model.width}: must be > 0")
-    _require(
-        c.data.class_weights in ("none", "balanced"),
-        f"data.class_weights={c.data.class_weights!r}: choose 'none' or 'balanced'",
-    )
-    _require(
-        c.data.normalisation in statistics.MODES,
-        f"data.normalisation={c.data.normalisation!r}: choose one of "
-        f"{', '.join(statistics.MODES)}",
-    )
-    _require(
-        c.train.evaluate_at in ("best", "last"),
-        f"train.evaluate_at={c.train.evaluate_at!r}: choose 'best' or 'last'",
-    )
-    no_val = (
-        not c.split.cv_validation
-        if c.split.protocol not in ("holdout", "corpus")
-        else c.split.protocol == "holdout" and not c.split.val_speakers.strip()
-    )
-    _require(
-        not no_val or c.train.evaluate_at == "last",
-        "train.evaluate_at='best': without validation speakers (split."
-        + (
-            "val_speakers=''"
-            if c.split.protocol == "holdout"
-            else "cv_validation=False"
-        )
-        + ") there is no best checkpoint; set train.evaluate_at='last'",
-    )
     _require(
         c.model.deltas in (0, 1, 2),
         f"model.deltas={c.model.deltas}: choose 0, 1 (deltas) or 2 (and accelerations)",
@@ -74,9 +51,74 @@ def validate_config(config):
         c.model.dtype in ("float32", "bfloat16"),
         f"model.dtype={c.model.dtype!r}: choose 'float32' or 'bfloat16'",
     )
+
+
+def _check_train(c):
+    """The optimizer, the loop, faults and the report: optim.*, train.*, report.*."""
+    _require(
+        c.train.evaluate_at in ("best", "last"),
+        f"train.evaluate_at={c.train.evaluate_at!r}: choose 'best' or 'last'",
+    )
     _require(
         c.optim.learning_rate > 0,
         f"optim.learning_rate={c.optim.learning_rate}: must be > 0",
+    )
+    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+        _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
+    _require(
+        0.0 <= c.train.ema_decay < 1.0,
+        f"train.ema_decay={c.train.ema_decay}: must be in [0, 1) (0: off)",
+    )
+    _require(
+        c.train.on_nonfinite in ("stop", "skip"),
+        f"train.on_nonfinite={c.train.on_nonfinite!r}: choose 'stop' or 'skip'",
+    )
+    xla_options.parse_library_fusions(c.train.cpu_library_fusions)
+    _require(
+        c.train.max_skipped_steps >= 0,
+        f"train.max_skipped_steps={c.train.max_skipped_steps}: must be >= 0",
+    )
+    _require(c.train.nan_step >= 0, f"train.nan_step={c.train.nan_step}: >= 0")
+    _require(
+        c.train.nan_task in ("",) + tuple(c.tasks.split(",")),
+        f"train.nan_task={c.train.nan_task!r}: not one of tasks={c.tasks!r}",
+    )
+    name = c.train.best_metric.split("/")
+    _require(
+        len(name) == 3 and name[0] == "val" and name[2] in c.tasks.split(","),
+        f"train.best_metric={c.train.best_metric!r}: use val/<metric>/<task>",
+    )
+    _require(
+        name[1] not in ("loss", "mae", "rmse"),
+        f"train.best_metric={c.train.best_metric!r}: the best checkpoint has the "
+        "highest value; choose a metric where higher is better (ua, ccc, ...)",
+    )
+    _require(
+        c.report.gradcam_per_class >= 0,
+        f"report.gradcam_per_class={c.report.gradcam_per_class}: must be >= 0",
+    )
+    _require(
+        c.report.tsne_perplexity > 0,
+        f"report.tsne_perplexity={c.report.tsne_perplexity}: must be > 0",
+    )
+
+
+def _check_split(c):
+    """The corpus and how it is split: corpus.*, split.* (and evaluate_at)."""
+    no_val = (
+        not c.split.cv_validation
+        if c.split.protocol not in ("holdout", "corpus")
+        else c.split.protocol == "holdout" and not c.split.val_speakers.strip()
+    )
+    _require(
+        not no_val or c.train.evaluate_at == "last",
+        "train.evaluate_at='best': without validation speakers (split."
+        + (
+            "val_speakers=''"
+            if c.split.protocol == "holdout"
+            else "cv_validation=False"
+        )
+        + ") there is no best checkpoint; set train.evaluate_at='last'",
     )
     _require(
         c.corpus.name in corpora.CORPORA,
@@ -94,14 +136,22 @@ def validate_config(config):
         f"{c.corpus.name} corpus (--config.corpus.root=...)",
     )
     _require(
-        c.weighting.name in weighting.METHODS,
-        f"weighting.name={c.weighting.name!r}: unknown; choose one of "
-        f"{list(weighting.METHODS)}",
+        c.split.protocol in splits.PROTOCOLS,
+        f"split.protocol={c.split.protocol!r}: choose one of {splits.PROTOCOLS}",
+    )
+    _require(c.split.fold >= -1, f"split.fold={c.split.fold}: a fold index or -1")
+
+
+def _check_data(c):
+    """Batches, inputs, caches and augmentation: data.*."""
+    _require(
+        c.data.class_weights in ("none", "balanced"),
+        f"data.class_weights={c.data.class_weights!r}: choose 'none' or 'balanced'",
     )
     _require(
-        c.weighting.per_task_grads in ("vmap", "loop"),
-        f"weighting.per_task_grads={c.weighting.per_task_grads!r}: "
-        "choose 'vmap' or 'loop'",
+        c.data.normalisation in statistics.MODES,
+        f"data.normalisation={c.data.normalisation!r}: choose one of "
+        f"{', '.join(statistics.MODES)}",
     )
     for field in ("batch_size", "eval_batch_size"):
         size = c.data[field]
@@ -128,37 +178,12 @@ def validate_config(config):
         "data.device_cache=True holds log-mels, data.features_on_device=True "
         "makes them from waveforms in the step: choose one",
     )
-    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
-        _require(c.train[field] > 0, f"train.{field}={c.train[field]}: must be > 0")
-    _require(
-        0.0 <= c.train.ema_decay < 1.0,
-        f"train.ema_decay={c.train.ema_decay}: must be in [0, 1) (0: off)",
-    )
-    _require(
-        c.train.on_nonfinite in ("stop", "skip"),
-        f"train.on_nonfinite={c.train.on_nonfinite!r}: choose 'stop' or 'skip'",
-    )
-    xla_options.parse_library_fusions(c.train.cpu_library_fusions)
-    _require(
-        c.train.max_skipped_steps >= 0,
-        f"train.max_skipped_steps={c.train.max_skipped_steps}: must be >= 0",
-    )
-    _require(c.train.nan_step >= 0, f"train.nan_step={c.train.nan_step}: >= 0")
-    _require(
-        c.train.nan_task in ("",) + tuple(c.tasks.split(",")),
-        f"train.nan_task={c.train.nan_task!r}: not one of tasks={c.tasks!r}",
-    )
     _require(
         c.data.inputs in ("segments", "fixed"),
         f"data.inputs={c.data.inputs!r}: choose 'segments' or 'fixed'",
     )
     _require(c.data.crop_frames > 0, f"data.crop_frames={c.data.crop_frames}: > 0")
     _require(c.data.eval_hop_frames > 0, "data.eval_hop_frames: must be > 0")
-    _require(
-        c.split.protocol in splits.PROTOCOLS,
-        f"split.protocol={c.split.protocol!r}: choose one of {splits.PROTOCOLS}",
-    )
-    _require(c.split.fold >= -1, f"split.fold={c.split.fold}: a fold index or -1")
     for field in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
         _require(c.data[field] >= 0, f"data.{field}={c.data[field]}: must be >= 0")
     _check_augmentation(c.data)
@@ -166,6 +191,20 @@ def validate_config(config):
         c.data.bad_audio in cache.BAD_AUDIO_POLICIES,
         f"data.bad_audio={c.data.bad_audio!r}: choose one of "
         f"{cache.BAD_AUDIO_POLICIES}",
+    )
+
+
+def _check_weighting(c):
+    """Tasks and the weighting method: tasks, weighting.*, regression_loss."""
+    _require(
+        c.weighting.name in weighting.METHODS,
+        f"weighting.name={c.weighting.name!r}: unknown; choose one of "
+        f"{list(weighting.METHODS)}",
+    )
+    _require(
+        c.weighting.per_task_grads in ("vmap", "loop"),
+        f"weighting.per_task_grads={c.weighting.per_task_grads!r}: "
+        "choose 'vmap' or 'loop'",
     )
     try:
         task_list = tasks.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
@@ -181,24 +220,9 @@ def validate_config(config):
         c.regression_loss in ("mse", "ccc"),
         f"regression_loss={c.regression_loss!r}: choose 'mse' or 'ccc'",
     )
-    name = c.train.best_metric.split("/")
-    _require(
-        len(name) == 3 and name[0] == "val" and name[2] in c.tasks.split(","),
-        f"train.best_metric={c.train.best_metric!r}: use val/<metric>/<task>",
-    )
-    _require(
-        name[1] not in ("loss", "mae", "rmse"),
-        f"train.best_metric={c.train.best_metric!r}: the best checkpoint has the "
-        "highest value; choose a metric where higher is better (ua, ccc, ...)",
-    )
-    _require(
-        c.report.gradcam_per_class >= 0,
-        f"report.gradcam_per_class={c.report.gradcam_per_class}: must be >= 0",
-    )
-    _require(
-        c.report.tsne_perplexity > 0,
-        f"report.tsne_perplexity={c.report.tsne_perplexity}: must be > 0",
-    )
+
+
+CHECKS = (_check_model, _check_train, _check_split, _check_data, _check_weighting)
 
 
 def _is_number(value) -> bool:
