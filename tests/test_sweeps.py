@@ -83,6 +83,20 @@ def test_weighting_sweep_names_every_registered_method():
     assert set(sweep_file.NAMES) == set(weighting.METHODS) - {"fixed"}
 
 
+def test_weighting_sweep_runs_only_the_methods_named():
+    from configs.sweeps import weighting as sweep_file
+
+    variants = sweep_file.get_sweep("only=equal+stch,seeds=2")
+    assert [(v["weighting.name"], v["seed"]) for v in variants] == [
+        ("equal", 0),
+        ("equal", 1),
+        ("stch", 0),
+        ("stch", 1),
+    ]
+    with pytest.raises(ValueError, match="unknown methods"):
+        sweep_file.get_sweep("only=equal+nope")
+
+
 @pytest.mark.parametrize("best", ["speaker", "utterance"])
 def test_normalisation_sweep_pairs_name_its_variants(best):
     from configs.sweeps import emodb_normalisation as sweep_file

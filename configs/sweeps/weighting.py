@@ -10,7 +10,8 @@ EMA (`db_beta=0`), and IMTL on the gradients of the shared representation
 python launch.py --mode=sweep --config=configs/sweeps/weighting.py \
     --workdir=runs/weighting
 (":smoke" runs each variant for a few steps; ":seeds=3" runs seeds 0, 1, 2 of
-each, the table then giving mean +/- std; --sweep.print_commands prints one
+each, the table then giving mean +/- std; ":only=equal+stch+moco" runs those
+methods at their defaults and no options; --sweep.print_commands prints one
 launch command per variant instead.)
 """
 
@@ -58,7 +59,11 @@ REFERENCE = {"weighting.name": "equal"}
 
 
 def _arg(arg):
-    return common.parse_arg(arg, seeds=1, smoke=False)
+    a = common.parse_arg(arg, seeds=1, smoke=False, only="")
+    unknown = sorted(set(filter(None, a.only.split("+"))) - set(NAMES))
+    if unknown:
+        raise ValueError(f"config argument only: unknown methods {unknown}")
+    return a
 
 
 def get_config(arg=None):
@@ -66,7 +71,10 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-    seeds = list(range(_arg(arg).seeds))
+    a = _arg(arg)
+    seeds = list(range(a.seeds))
+    if a.only:
+        return sweeps.product(weighting__name=a.only.split("+"), seed=seeds)
     options = (
         {"weighting.name": "mgda", "weighting.mgda_normalization": "loss+"},
         {"weighting.name": "db_mtl", "weighting.db_beta": 0.0},
