@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mtl_ser import weighting
+from mtl_ser.training import grads as grads_lib
 from mtl_ser.training import loop, sharding
-from mtl_ser.training import step as step_lib
 from mtl_ser.weighting import graddrop
 from mtl_ser.weighting.base import GradOutput, Method
 
@@ -98,13 +98,13 @@ def test_gradient_path_against_separate_backward_passes(smoke_config, summing):
     batch = _model_batch(exp)
     rng = jax.random.PRNGKey(0)
     kw = dict(model=exp.model, tasks=exp.tasks, method=method)
-    total, grads, aux, stats = step_lib._param_grads(state, batch, rng, **kw)
+    total, grads, aux, stats = grads_lib.param_grads(state, batch, rng, **kw)
 
     def task_loss(params, t):
-        outputs, _, _ = step_lib._apply(
+        outputs, _, _ = grads_lib.apply_model(
             exp.model, state, {"model": params}, batch["x"], train=True, rng=rng
         )
-        return step_lib._task_losses(exp.tasks, outputs, batch)[t]
+        return grads_lib.task_losses(exp.tasks, outputs, batch)[t]
 
     per_task = [
         jax.grad(task_loss)(state.params["model"], t) for t in range(len(exp.tasks))
@@ -149,14 +149,14 @@ def test_three_batch_methods_get_each_batchs_task_gradients(smoke_config, monkey
     assert batch["x"].shape[0] == exp.batch_size
     rng = jax.random.PRNGKey(0)
     kw = dict(model=exp.model, tasks=exp.tasks, method=method)
-    _, grads, aux, _ = step_lib._param_grads(state, batch, rng, **kw)
+    _, grads, aux, _ = grads_lib.param_grads(state, batch, rng, **kw)
 
     def sub_losses(params, k):  # Batch k: rows k, k + 3, ... on their own.
         sub = jax.tree.map(lambda a: a[k::3], batch)
-        outputs, _, _ = step_lib._apply(
+        outputs, _, _ = grads_lib.apply_model(
             exp.model, state, {"model": params}, sub["x"], train=True, rng=rng
         )
-        return step_lib._task_losses(exp.tasks, outputs, sub)
+        return grads_lib.task_losses(exp.tasks, outputs, sub)
 
     params = state.params["model"]
     want_losses = np.mean([sub_losses(params, k) for k in range(3)], axis=0)
@@ -224,7 +224,7 @@ def test_graddrop_masks_each_tasks_representation_gradient(smoke_config):
     batch = _model_batch(exp)
     rng = jax.random.PRNGKey(3)
     method = weighting.make_method(smoke_config.weighting, exp.tasks)
-    _, grads, _, _ = step_lib._rep_grads(
+    _, grads, _, _ = grads_lib.rep_grads(
         state, batch, rng, model=exp.model, tasks=exp.tasks, method=method
     )
     model, params = exp.model, state.params["model"]
@@ -238,11 +238,11 @@ def test_graddrop_masks_each_tasks_representation_gradient(smoke_config):
 
     def task_loss(z, t):
         outputs = model.apply({"params": params}, z, method=type(model).heads)
-        return step_lib._task_losses(exp.tasks, outputs, batch)[t]
+        return grads_lib.task_losses(exp.tasks, outputs, batch)[t]
 
     per_sample = jnp.stack([jax.grad(task_loss)(z, t) for t in range(3)])
     signed = (per_sample * jnp.sign(z)).sum(1)
-    uniform = jax.random.uniform(step_lib._method_rng(rng), signed.shape[1:])
+    uniform = jax.random.uniform(grads_lib.method_rng(rng), signed.shape[1:])
     masks = graddrop.keep_masks(signed, uniform)
     assert 0 < float(masks.mean()) < 1  # Some features dropped, some kept.
     (want,) = trunk_vjp((per_sample * masks[:, None, :]).sum(0))
