@@ -9,6 +9,8 @@ import pytest
 from mtl_ser.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _defines_a_config(path):  # Helpers (common.py, args.py) define none.
     with open(path) as f:
         return "\ndef get_config(" in f.read()
