@@ -35,7 +35,7 @@ fixed budget of `NEWTON_ITERS` = 20 steps, jit-safe:
      decrease of f, so the full Newton step is taken instead whenever it
      halves the residual (or, if no candidate lowers f, lowers it).
   4. K x in the gradient (and the refinement's residual) is computed to
-     about twice float32 precision (`accurate_matvec`): with conflicting
+     about twice float32 precision (`mgda.accurate_matvec`): with conflicting
      tasks (K x)_t is a small difference of large terms, and a float32
      product loses exactly the digits that decide x.
   5. The iterate with the smallest residual max_t |(K x)_t x_t^(1/a) - 1|
@@ -84,7 +84,7 @@ import jax.scipy.linalg
 import numpy as np
 
 from mtl_ser.weighting.base import GradOutput, Method, no_params
-from mtl_ser.weighting.mgda import combine_rows, gram
+from mtl_ser.weighting.mgda import accurate_matvec, combine_rows, gram
 
 NEWTON_ITERS = 20
 STEP_FRACTIONS = 30  # Step fractions tried: 1, 1/2, ..., 2^-29.
@@ -98,42 +98,6 @@ ZERO_GRAD_RTOL = 1e-12
 # (K x)_t orders of magnitude smaller than that).
 RESIDUAL_TOL = 1e-3
 BACKWARD_TOL = 1e-5
-
-
-def _split(a):
-    """a = hi + lo exactly, hi and lo each with <= 12 significant bits."""
-    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
-    hi = jax.lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFF000), jnp.float32)
-    return hi, a - hi
-
-
-def _two_sum(a, b):
-    """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-def accurate_matvec(k, x):
-    """K x as (hi, lo), hi + lo good to about twice the precision of float32.
-
-    Float32 K x loses up to cond digits when the terms K_ts x_s cancel
-    (conflicting tasks). Here every product is split into four exact float32
-    products (12-bit halves) and those are summed with error-free
-    transformations (Ogita, Rump and Oishi's Sum2): additions and bit masks
-    only, so no compiler contraction into fused multiply-adds can change
-    them. Other dtypes: the plain product and lo = 0.
-    """
-    if k.dtype != jnp.float32:
-        return k @ x, jnp.zeros_like(x)
-    kh, kl = _split(k)
-    xh, xl = _split(x)
-    terms = jnp.concatenate([kh * xh, kh * xl, kl * xh, kl * xl], axis=1)  # [T, 4T]
-    hi, lo = terms[:, 0], jnp.zeros_like(x)
-    for i in range(1, terms.shape[1]):
-        hi, err = _two_sum(hi, terms[:, i])
-        lo = lo + err
-    return hi, lo
 
 
 def _gradient(kn, x, alpha: float):

@@ -54,6 +54,42 @@ def gram(grads):
     return jnp.matmul(grads, grads.T, precision=_HIGHEST)
 
 
+def _split(a):
+    """a = hi + lo exactly, hi and lo each with <= 12 significant bits."""
+    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
+    hi = jax.lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFF000), jnp.float32)
+    return hi, a - hi
+
+
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def accurate_matvec(k, x):
+    """K x as (hi, lo), hi + lo good to about twice the precision of float32.
+
+    Float32 K x loses up to cond digits when the terms K_ts x_s cancel
+    (conflicting tasks). Here every product is split into four exact float32
+    products (12-bit halves) and those are summed with error-free
+    transformations (Ogita, Rump and Oishi's Sum2): additions and bit masks
+    only, so no compiler contraction into fused multiply-adds can change
+    them. Other dtypes: the plain product and lo = 0.
+    """
+    if k.dtype != jnp.float32:
+        return k @ x, jnp.zeros_like(x)
+    kh, kl = _split(k)
+    xh, xl = _split(x)
+    terms = jnp.concatenate([kh * xh, kh * xl, kl * xh, kl * xl], axis=1)  # [T, 4T]
+    hi, lo = terms[:, 0], jnp.zeros_like(x)
+    for i in range(1, terms.shape[1]):
+        hi, err = _two_sum(hi, terms[:, i])
+        lo = lo + err
+    return hi, lo
+
+
 def combine_rows(coeffs, grads):
     """sum_t coeffs[t] * grads[t]: [T] x [T, P] -> [P]."""
     return jnp.matmul(coeffs, grads, precision=_HIGHEST)

@@ -28,7 +28,7 @@ vmapped, jit-safe:
   2. Solve for the free coordinates ((A v)_j = 0 there): a Jacobi-scaled LU
      solve plus `REFINE_STEPS` = 1 step of iterative refinement whose
      residual A v is computed to about twice float32 precision (fairgrad's
-     `accurate_matvec`), so v does not inherit A's condition number (up to
+     `mgda.accurate_matvec`), so v does not inherit A's condition number (up to
      ~1/eps_r).
   3. Free every bound coordinate with z_j < 0 and bind every free one with
      v_j < l_j (each test ignoring violations below `PIVOT_RTOL` of the
@@ -57,8 +57,7 @@ import jax.scipy.linalg
 import numpy as np
 
 from mtl_ser.weighting.base import GradOutput, Method, no_params
-from mtl_ser.weighting.fairgrad import accurate_matvec
-from mtl_ser.weighting.mgda import combine_rows, gram
+from mtl_ser.weighting.mgda import accurate_matvec, combine_rows, gram
 
 MAX_PIVOTS = 32  # Pivoting passes per QP (at most 5 were needed, typically 1-3).
 REFINE_STEPS = 1  # Iterative-refinement steps after each solve.
