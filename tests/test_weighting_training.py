@@ -63,7 +63,9 @@ def test_gradvac_groups_follow_the_models_modules_and_tensors(smoke_config, grou
     layout = state_lib.shared_layout(state.params["model"])
     modules = {module for module, _ in layout}
     expected = len(modules) if group_type == 1 else len(layout)
-    assert 1 < len(modules) < len(layout)  # Modules hold several tensors.
+    # The smoke model's modules hold several tensors each, so group types 1
+    # and 2 give different group counts; otherwise this test checks nothing.
+    assert 1 < len(modules) < len(layout)
     rho_hat = state.weighting_state["rho_hat"]
     assert rho_hat.shape == (len(exp.tasks), len(exp.tasks), expected)
     assert np.any(rho_hat != 0)
