@@ -7,3 +7,8 @@ class ConfigError(ValueError):
 
 class WorkdirError(RuntimeError):
     """The workdir cannot be used as asked; the message says why and what to do."""
+
+
+class UsageError(ValueError):
+    """Flags that cannot go together (a mode without --workdir, ...); the
+    message names the flag."""

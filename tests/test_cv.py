@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-import launch
 from mtl_ser.data import splits
 from mtl_ser.data.corpora.base import Utterance
 from mtl_ser.errors import ConfigError
+from mtl_ser.experiments import modes
 from tests.test_report import check_linked_images
 
 
@@ -62,7 +62,7 @@ def test_a_cv_fold_without_validation_trains_and_tests_on_the_last_state(
     c.split.protocol, c.split.folds, c.split.fold = "kfold", 3, 0
     c.split.cv_validation, c.train.evaluate_at = False, "last"
     workdir = str(tmp_path / "cv")
-    launch._cross_validate(c, workdir)
+    modes.cross_validate(c, modes.Options(workdir=workdir))
     out = capsys.readouterr().out
     assert "test spk00,spk03, val (none)" in out
     assert "train 32, val 0, test 16 utterances" in out  # 4 speakers train.
@@ -124,11 +124,11 @@ def test_cv_mode_runs_every_fold_resumes_and_writes_the_table(
     c.split.protocol, c.split.folds = "kfold", 3
     workdir = str(tmp_path / "cv")
     c.split.fold = 1  # One fold per job: fold 1 alone, no table yet.
-    launch._cross_validate(c, workdir)
+    modes.cross_validate(c, modes.Options(workdir=workdir))
     assert sorted(os.listdir(workdir)) == ["fold01_fold1"]
     assert "other folds remain" in capsys.readouterr().out
     c.split.fold = -1
-    launch._cross_validate(c, workdir)
+    modes.cross_validate(c, modes.Options(workdir=workdir))
     out = capsys.readouterr().out
     assert "Fold 1 (fold1) is done" in out  # Not trained again.
     with open(os.path.join(workdir, "cv_results.json")) as f:
@@ -175,7 +175,7 @@ def test_a_cv_protocol_is_refused_by_train_mode(smoke_config, tmp_path):
         loop.train_and_evaluate(smoke_config, str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="split.fold=6: .* 0..5"):
         smoke_config.split.fold = 6
-        launch._cross_validate(smoke_config, str(tmp_path / "cv"))
+        modes.cross_validate(smoke_config, modes.Options(workdir=str(tmp_path / "cv")))
 
 
 def _with_splits(groups: dict, split_of: dict) -> list[Utterance]:

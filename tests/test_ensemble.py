@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-import launch
 from mtl_ser import ensemble
+from mtl_ser.experiments import cli, modes
 from mtl_ser.training import evaluate, loop, metrics
 from tests.test_report import check_linked_images
 
@@ -103,7 +103,7 @@ def test_cross_validations_are_ensembled_fold_by_fold_from_the_cli(
     first = _fake_cv(tmp_path / "cv_a", [a, b])
     second = _fake_cv(tmp_path / "cv_b", [b, b])
     out = str(tmp_path / "ens")
-    launch._ensemble(None, out, [first, second])
+    modes.ensemble_runs(None, modes.Options(workdir=out, inputs=(first, second)))
     printed = capsys.readouterr().out
     assert f"Tables: {out}/cv.md" in printed
     with open(os.path.join(out, "cv_results.json")) as f:
@@ -125,30 +125,31 @@ def test_cross_validations_are_ensembled_fold_by_fold_from_the_cli(
     assert f"ua               {ua[0]:.4f}" in fold_report
 
 
-def _error(capsys, *args) -> str:
-    with pytest.raises(SystemExit) as e:
-        launch._ensemble(*args)
-    assert e.value.code == launch.EXIT_CONFIG
-    return capsys.readouterr().err
+def _error(config, out, members) -> str:
+    """The one line launch.py would print, checking it exits with status 2."""
+    options = modes.Options(workdir=out, inputs=tuple(members))
+    with pytest.raises(Exception) as e:
+        modes.ensemble_runs(config, options)
+    status, line = cli.exit_status(e.value)
+    assert status == cli.EXIT_CONFIG, e.value
+    return line
 
 
-def test_members_that_cannot_be_ensembled_fail_naming_the_member(
-    two_runs, tmp_path, capsys
-):
+def test_members_that_cannot_be_ensembled_fail_naming_the_member(two_runs, tmp_path):
     a, b = two_runs
     out = str(tmp_path / "ens")
-    assert "at least two member runs" in _error(capsys, None, out, [a])
-    assert "drop --config" in _error(capsys, {"seed": 0}, out, [a, b])
-    assert "/nope: no such run folder" in _error(capsys, None, out, [a, "/nope"])
+    assert "at least two member runs" in _error(None, out, [a])
+    assert "drop --config" in _error({"seed": 0}, out, [a, b])
+    assert "/nope: no such run folder" in _error(None, out, [a, "/nope"])
     cv_dir = _fake_cv(tmp_path / "cv", [a, b])
     assert "mix cross-validation workdirs and single runs" in _error(
-        capsys, None, out, [a, cv_dir]
+        None, out, [a, cv_dir]
     )
     # A member without predictions (made before they were saved).
     old = str(tmp_path / "old")
     shutil.copytree(b, old)
     os.remove(os.path.join(old, evaluate.PREDICTIONS))
-    err = _error(capsys, None, out, [a, old])
+    err = _error(None, out, [a, old])
     assert f"{old}/predictions.npz: not found" in err and "--mode=evaluate" in err
     # A member whose test utterances are in another order.
     shuffled = str(tmp_path / "shuffled")
@@ -158,7 +159,7 @@ def test_members_that_cannot_be_ensembled_fail_naming_the_member(
         arrays = dict(f)
     arrays["test/uids"] = arrays["test/uids"][::-1]
     np.savez(path, **arrays)
-    err = _error(capsys, None, out, [a, shuffled])
+    err = _error(None, out, [a, shuffled])
     assert f"{shuffled}: its test utterances differ from {a}'s" in err
     # Another class list.
     other = str(tmp_path / "other")
@@ -168,9 +169,7 @@ def test_members_that_cannot_be_ensembled_fail_naming_the_member(
     config["emotion_classes"] = "anger,sadness"
     with open(os.path.join(other, "config.json"), "w") as f:
         json.dump(config, f)
-    assert f"{other}: its tasks or classes differ" in _error(
-        capsys, None, out, [a, other]
-    )
+    assert f"{other}: its tasks or classes differ" in _error(None, out, [a, other])
     assert not os.path.exists(os.path.join(out, "results.json"))
 
 

@@ -4,14 +4,14 @@ import os
 import subprocess
 import sys
 
-import launch
 from mtl_ser.data import corpora
+from mtl_ser.experiments import modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_prepare_prints_the_corpus_summary(smoke_config, capsys):
-    launch._prepare(smoke_config)
+    modes.prepare(smoke_config, modes.Options())
     out = capsys.readouterr().out
     assert out.startswith("48 utterances, 6 speakers;")
     assert "gender: female 24 (50.0%), male 24 (50.0%)" in out

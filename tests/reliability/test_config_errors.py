@@ -84,11 +84,11 @@ def test_flag_errors_name_the_field(override, field, tmp_path):
 
 
 def test_fewer_speakers_than_folds_fails_before_any_fold(smoke_config, tmp_path):
-    import launch
+    from mtl_ser.experiments import modes
 
     smoke_config.split.protocol, smoke_config.split.folds = "kfold", 10
     with pytest.raises(checks.ConfigError) as error:
-        launch._cross_validate(smoke_config, str(tmp_path / "cv"))
+        modes.cross_validate(smoke_config, modes.Options(workdir=str(tmp_path / "cv")))
     assert str(error.value) == (
         "split.folds=10: the corpus has 6 speakers, the protocol needs at least 10"
     )
