@@ -1,9 +1,11 @@
 """What the benchmarks share: model presets, loading a config, timing its step."""
 
+import dataclasses
 import importlib.util
 import os
 import statistics
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -93,8 +95,22 @@ def _audio_batch(batch, config, rng):
     return out
 
 
-def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
-    """Compiles and times the train step of `config` at `batch_size`.
+@dataclasses.dataclass
+class CompiledStep:
+    """A compiled train step with its state and one random batch, ready to time."""
+
+    step: Any
+    state: Any
+    batch: Any
+    batch_size: int
+    compile_s: float
+    flops: float
+    temp_mib: float
+    params: int
+
+
+def compile_step(config, batch_size: int, method=None) -> CompiledStep:
+    """Compiles the train step of `config` at `batch_size`.
 
     `method` replaces the configured weighting method when given. The step
     gets random log-mel crops and normalises them (band statistics 0 and 1),
@@ -107,7 +123,6 @@ def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
     mels = c.features.n_mels
     stats = (np.zeros(mels, np.float32), np.ones(mels, np.float32))
     steps = loop.build_steps(c, tasks, mesh, method=method, stats=stats)
-    state = steps.state
     rng = np.random.default_rng(0)
     batch = _random_batch(tasks, batch_size, c.data.crop_frames, mels, rng)
     if c.data.features_on_device:
@@ -116,28 +131,48 @@ def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
         batch["db"] = batch.pop("x")[..., 0]
     batch = sharding.from_process_local(batch, mesh)
     start = time.perf_counter()
-    compiled = steps.train_fn.lower(state, batch, None).compile()
+    compiled = steps.train_fn.lower(steps.state, batch, None).compile()
     compile_s = time.perf_counter() - start
-    times = []
-    for i in range(num_steps + 3):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch, None)
-        jax.block_until_ready((state, metrics))
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
     memory = compiled.memory_analysis()
-    temp = getattr(memory, "temp_size_in_bytes", 0) if memory else 0
+    return CompiledStep(
+        step=compiled,
+        state=steps.state,
+        batch=batch,
+        batch_size=batch_size,
+        compile_s=compile_s,
+        flops=float(cost.get("flops", 0.0)) if cost else 0.0,
+        temp_mib=(getattr(memory, "temp_size_in_bytes", 0) if memory else 0) / 2**20,
+        params=state_lib.param_count(steps.state.params["model"]),
+    )
+
+
+def time_step(run: CompiledStep, num_steps: int, warmup: int = 3) -> float:
+    """The median seconds of `num_steps` steps after `warmup` (each step
+    waited for); the state moves on, so a second call continues training."""
+    times = []
+    for i in range(num_steps + warmup):
+        start = time.perf_counter()
+        run.state, metrics = run.step(run.state, run.batch, None)
+        jax.block_until_ready((run.state, metrics))
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(config, batch_size: int, num_steps: int, method=None) -> dict:
+    """Compiles and times the train step of `config` at `batch_size`
+    (`compile_step`, then `time_step`)."""
+    run = compile_step(config, batch_size, method)
+    step_s = time_step(run, num_steps)
     return {
-        "compile_s": compile_s,
+        "compile_s": run.compile_s,
         "step_ms": 1e3 * step_s,
         "samples_per_s": batch_size / step_s,
-        "gflop_per_s": flops / step_s / 1e9,
-        "temp_mib": temp / 2**20,
-        "params": state_lib.param_count(state.params["model"]),
+        "gflop_per_s": run.flops / step_s / 1e9,
+        "temp_mib": run.temp_mib,
+        "params": run.params,
     }
 
 
