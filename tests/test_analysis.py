@@ -10,8 +10,7 @@ import pytest
 from mtl_ser import models
 from mtl_ser.data import pipeline
 from mtl_ser.models import layers
-from mtl_ser.outputs import analysis
-from mtl_ser.training import loop
+from mtl_ser.training import analysis, loop
 
 HEADS = (("emotion", 4), ("gender", 2))
 

@@ -10,8 +10,8 @@ import pytest
 
 from mtl_ser import cv
 from mtl_ser.data import splits
-from mtl_ser.outputs import analysis, report
-from mtl_ser.training import loop
+from mtl_ser.outputs import report
+from mtl_ser.training import analysis, loop
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

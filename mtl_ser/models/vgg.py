@@ -89,7 +89,7 @@ class VGG(nn.Module):
                 index=index,
             )
             if index == last_conv and not self.is_initializing():
-                # Grad-CAM's handle on the last conv layer (outputs/analysis.py):
+                # Grad-CAM's handle on the last conv layer (training/analysis.py):
                 # a zero perturbation whose gradient is the activations', and
                 # the activations. No-ops unless a caller passes perturbations
                 # or makes intermediates mutable; init creates neither.

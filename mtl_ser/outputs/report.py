@@ -13,7 +13,8 @@ import re
 import numpy as np
 
 from mtl_ser.data import statistics
-from mtl_ser.outputs import analysis, plots
+from mtl_ser.outputs import plots
+from mtl_ser.training import analysis
 
 HEADLINE = ("wa", "ua", "macro_f1", "macro_precision", "macro_recall", "mae", "ccc")
 

@@ -25,8 +25,8 @@ from mtl_ser.data import (
     pipeline,
     statistics,
 )
-from mtl_ser.outputs import analysis
 from mtl_ser.training import (
+    analysis,
     checkpointing,
     checks,
     evaluate,
@@ -466,7 +466,7 @@ def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
 
     Also writes `<workdir>/predictions.npz` (each utterance's predictions,
     for ensembles; evaluate.write_predictions) and `<workdir>/analysis.npz`
-    for report.md's figures (see outputs/analysis; with report.figures on).
+    for report.md's figures (see training/analysis; with report.figures on).
     """
     best = ckpt.restore_best(state) if exp.config.train.evaluate_at == "best" else None
     chosen = best if best is not None else state
