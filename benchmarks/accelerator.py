@@ -143,7 +143,7 @@ def header() -> list[str]:
         "# Accelerator benchmark results",
         "",
         "Regenerate: `python -m benchmarks.accelerator` on the accelerator "
-        "(README, 'On a GPU or TPU'); the command of each table is under its "
+        "(docs/accelerators.md); the command of each table is under its "
         "title. Compare figures within one run only.",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",

@@ -1,4 +1,4 @@
-"""EmoDB, leave one speaker out: the recipe of the README's best EmoDB runs.
+"""EmoDB, leave one speaker out: the recipe of docs/results_emodb.md's best runs.
 
 python launch.py --mode=cv --config=configs/emodb_loso.py \
     --config.corpus.root=/path/to/emodb --workdir=runs/emodb_vgg

@@ -1,5 +1,5 @@
 """What launch.py says about its flags and how it ends: help texts, one line
-per error, and the table from error to exit status (README: Reliability).
+per error, and the table from error to exit status (docs/reliability.md).
 
 Imports nothing heavy at module level: launch.py reads it before parsing flags.
 """

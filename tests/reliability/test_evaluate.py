@@ -53,7 +53,7 @@ def _read(path):
 
 
 def test_evaluate_with_the_config_file_the_run_was_trained_from(trained, corpus_root):
-    """The README's sequence: train with an override, evaluate with the config
+    """docs/usage.md's sequence: train with an override, evaluate with the config
     file alone. The weighting differs (not scored): the run's own is used."""
     before = json.loads(_read(os.path.join(trained, "results.json")))
     code, out, err = _launch(
