@@ -235,10 +235,6 @@ def get_config(arg=None):
     # nonfinite_step<N>.json; "skip": the batch is skipped and counted.
     c.train.on_nonfinite = "stop"
     c.train.max_skipped_steps = 10  # "skip": stop as "stop" does beyond this many.
-    # Fault injection (reliability tests): task `nan_task`'s loss is NaN at step
-    # `nan_step` (1-based; 0 disables it).
-    c.train.nan_step = 0
-    c.train.nan_task = ""
     # Another process of the same workdir is presumed dead when its lock file has
     # not been refreshed (at every log step) for this long.
     c.train.lock_stale_after_s = 600.0

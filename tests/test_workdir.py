@@ -51,3 +51,14 @@ def test_a_field_newer_than_the_workdir_at_its_old_behaviour_resumes(
     saved[section][field] = new
     with pytest.raises(workdir_lib.WorkdirError, match=f"{section}.{field}"):
         workdir_lib.check_config(path, saved, allow_change=False)
+
+
+def test_a_removed_field_of_an_old_workdir_is_dropped(tmp_path):
+    # Saved when the config still had the fault-injection fields.
+    old = {"train": {"num_steps": 10, "nan_step": 0, "nan_task": ""}}
+    path = _saved(tmp_path, old)
+    workdir_lib.check_config(path, {"train": {"num_steps": 10}}, allow_change=False)
+    assert workdir_lib.upgrade(old) == {"train": {"num_steps": 10}}
+    assert "nan_step" in old["train"]  # The dict given is left as it is.
+    with pytest.raises(workdir_lib.WorkdirError, match="train.num_steps: 10 -> 20"):
+        workdir_lib.check_config(path, {"train": {"num_steps": 20}}, allow_change=False)

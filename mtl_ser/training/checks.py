@@ -78,11 +78,6 @@ def _check_train(c):
         c.train.max_skipped_steps >= 0,
         f"train.max_skipped_steps={c.train.max_skipped_steps}: must be >= 0",
     )
-    _require(c.train.nan_step >= 0, f"train.nan_step={c.train.nan_step}: >= 0")
-    _require(
-        c.train.nan_task in ("",) + tuple(c.tasks.split(",")),
-        f"train.nan_task={c.train.nan_task!r}: not one of tasks={c.tasks!r}",
-    )
     name = c.train.best_metric.split("/")
     _require(
         len(name) == 3 and name[0] == "val" and name[2] in c.tasks.split(","),

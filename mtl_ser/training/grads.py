@@ -81,20 +81,19 @@ def method_rng(rng):
     return jax.random.fold_in(rng, 1)
 
 
-def task_losses(tasks, outputs, batch, poison=None):
-    """[T] task losses; `poison` ([T] of 1 and NaN) injects faults (tests)."""
-    losses = tasks_lib.loss_vector(tasks, outputs, batch["labels"], batch["masks"])
-    return losses if poison is None else losses * poison
+def task_losses(tasks, outputs, batch):
+    """[T] task losses."""
+    return tasks_lib.loss_vector(tasks, outputs, batch["labels"], batch["masks"])
 
 
-def loss_based_grads(state, batch, rng, *, model, tasks, method, poison=None):
+def loss_based_grads(state, batch, rng, *, model, tasks, method):
     """One backward pass of the method's scalarised total."""
 
     def loss_fn(params):
         outputs, _, batch_stats = apply_model(
             model, state, params, batch["x"], train=True, rng=rng
         )
-        losses = task_losses(tasks, outputs, batch, poison)
+        losses = task_losses(tasks, outputs, batch)
         total, weights, weighting_state = method.combine(
             params["weighting"],
             state.weighting_state,
@@ -139,7 +138,7 @@ def _assemble(out, shared, per_task, losses, matrix, tasks, batch_stats):
     return total, grads, (losses, out.weights, out.state, batch_stats), stats
 
 
-def _task_grads(state, batch, rng, *, model, tasks, per_task_grads, poison):
+def _task_grads(state, batch, rng, *, model, tasks, per_task_grads):
     """(losses [T], per-task grads {tree of [T, ...]}, batch_stats) of a batch."""
     num_tasks = len(tasks)
 
@@ -147,7 +146,7 @@ def _task_grads(state, batch, rng, *, model, tasks, per_task_grads, poison):
         outputs, _, batch_stats = apply_model(
             model, state, {"model": model_params}, batch["x"], train=True, rng=rng
         )
-        return task_losses(tasks, outputs, batch, poison), batch_stats
+        return task_losses(tasks, outputs, batch), batch_stats
 
     losses, vjp_fn, batch_stats = jax.vjp(
         losses_fn, state.params["model"], has_aux=True
@@ -179,9 +178,7 @@ def _batches_task_grads(state, batch, rng, m, **kwargs):
     return losses, per_task, jax.tree.map(lambda s: s.mean(0), stats)
 
 
-def param_grads(
-    state, batch, rng, *, model, tasks, method, per_task_grads="vmap", poison=None
-):
+def param_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
     """Per-task grads of the shared parameters ([T, P]) -> the method's update.
 
     A method that takes m > 1 batches per step (MoDo, SDMGrad) gets losses
@@ -191,13 +188,11 @@ def param_grads(
     kwargs = dict(model=model, tasks=tasks, per_task_grads=per_task_grads)
     m, num_tasks = method.batches_per_step, len(tasks)
     if m == 1:
-        losses, per_task, batch_stats = _task_grads(
-            state, batch, rng, poison=poison, **kwargs
-        )
+        losses, per_task, batch_stats = _task_grads(state, batch, rng, **kwargs)
         grads_matrix = _flatten_shared(per_task, num_tasks)  # [T, P]
     else:
         losses, per_task, batch_stats = _batches_task_grads(
-            state, batch, rng, m, poison=poison, **kwargs
+            state, batch, rng, m, **kwargs
         )
         flatten = functools.partial(_flatten_shared, num_tasks=num_tasks)
         grads_matrix = jax.vmap(flatten)(per_task)  # [m, T, P]
@@ -209,9 +204,7 @@ def param_grads(
     return _assemble(out, shared, per_task, losses, grads_matrix, tasks, batch_stats)
 
 
-def rep_grads(
-    state, batch, rng, *, model, tasks, method, per_task_grads="vmap", poison=None
-):
+def rep_grads(state, batch, rng, *, model, tasks, method, per_task_grads="vmap"):
     """Per-task grads of the shared representation z ([T, D], batch-summed).
 
     The trunk then receives sum_t rep_coeffs[t] dL_t/dz per sample, as
@@ -240,7 +233,7 @@ def rep_grads(
         outputs = model.apply(
             {"params": model_params}, z, method=models.MultiTaskModel.heads
         )
-        return task_losses(tasks, outputs, batch, poison)
+        return task_losses(tasks, outputs, batch)
 
     losses, head_vjp = jax.vjp(head_losses, z, state.params["model"])
     # The heads are cheap, so "loop" makes no difference here: always vmap.

@@ -111,7 +111,6 @@ def build_steps(
             rep_grad=rep_grad,
             per_task_grads=c.weighting.per_task_grads,
             skip_nonfinite=c.train.on_nonfinite == "skip",
-            nan_at=_nan_at(c.train, tasks),
             inputs=input_spec(c, stats),
             ema_decay=c.train.ema_decay,
         ),
@@ -132,15 +131,6 @@ def build_steps(
         out_shardings=repl,
     )
     return Steps(model, state, state_sharding, train_fn, eval_fn, param_norm_fn)
-
-
-def _nan_at(train_cfg, tasks):
-    """(step, task index) of the injected NaN loss (train.nan_step), or None."""
-    if not train_cfg.nan_step:
-        return None
-    names = [t.name for t in tasks]
-    task = train_cfg.nan_task or names[0]
-    return (int(train_cfg.nan_step), names.index(task))
 
 
 def input_spec(config, stats=None) -> inputs.InputSpec:

@@ -16,15 +16,6 @@ def _inputs_rng(rng):
     return jax.random.fold_in(rng, 2)
 
 
-def _poison(step, num_tasks, nan_at):
-    """[T]: NaN for task nan_at[1] at 1-based step nan_at[0], else ones; or None."""
-    if nan_at is None:
-        return None
-    at_step, task = nan_at
-    hit = (step + 1 == at_step) & (jnp.arange(num_tasks) == task)
-    return jnp.where(hit, jnp.nan, 1.0).astype(jnp.float32)
-
-
 def _guard(ok, new, old):
     """`new` where `ok` (a traced bool), else `old`, leaf by leaf."""
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
@@ -54,7 +45,6 @@ def train_step(
     rep_grad: bool = False,
     per_task_grads: str = "vmap",
     skip_nonfinite: bool = False,
-    nan_at=None,
     inputs: "inputs_lib.InputSpec | None" = None,
     ema_decay: float = 0.0,
 ):
@@ -79,7 +69,6 @@ def train_step(
         never applied (the step counter still advances). If False, it also
         freezes every later step, so the state stays the last finite one until
         the loop stops the run; if True, later finite steps go on ("skip").
-      nan_at: (1-based step, task index) whose loss is made NaN (tests), or None.
       inputs: the InputSpec that makes the model input [B, T, F, 1]; None
         only for batches that carry their "x".
       ema_decay: the decay of the state's moving averages of the model's
@@ -92,8 +81,7 @@ def train_step(
     rng = jax.random.fold_in(state.rng, state.step)  # Dropout.
     x = inputs_lib.model_inputs(batch, store, _inputs_rng(rng), inputs)
     batch = {"x": x, "labels": batch["labels"], "masks": batch["masks"]}
-    poison = _poison(state.step, len(tasks), nan_at)
-    kwargs = dict(model=model, tasks=tasks, method=method, poison=poison)
+    kwargs = dict(model=model, tasks=tasks, method=method)
     if not method.needs_grads:
         grad_fn = grads_lib.loss_based_grads
     else:
@@ -119,7 +107,6 @@ def train_step(
             params,
             batch,
             rng,
-            poison,
             weighting_state,
             losses,
         )
@@ -187,15 +174,13 @@ def _apply_if(ok, tx, grads, state, global_norm):
     return jax.lax.cond(ok, apply, keep, (grads, state.params, state.opt_state))
 
 
-def _after_step(
-    method, model, tasks, state, params, batch, rng, poison, w_state, losses
-):
+def _after_step(method, model, tasks, state, params, batch, rng, w_state, losses):
     """FAMO's update of its state from the same batch's losses under the new
     params (the same dropout mask and BN mode)."""
     outputs, _, _ = grads_lib.apply_model(
         model, state.replace(params=params), params, batch["x"], train=True, rng=rng
     )
-    after = jax.lax.stop_gradient(grads_lib.task_losses(tasks, outputs, batch, poison))
+    after = jax.lax.stop_gradient(grads_lib.task_losses(tasks, outputs, batch))
     return method.after_step(params["weighting"], w_state, losses, after)
 
 

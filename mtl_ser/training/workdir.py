@@ -78,10 +78,20 @@ ADDED_FIELDS = {
 }
 
 
+# Config fields that no longer exist; a saved config's are dropped: the
+# reliability tests' fault injection (now done from the tests, with bad labels).
+REMOVED_FIELDS = ("train.nan_step", "train.nan_task")
+
+
 def upgrade(saved: dict) -> dict:
     """A saved config dict in today's field names: data.normalize (True or
     False, before data.normalisation) reads as data.normalisation "train" or
-    "none". The dict given is left as it is."""
+    "none", and REMOVED_FIELDS are dropped. The dict given is left as it is."""
+    saved = dict(saved)
+    for key in REMOVED_FIELDS:
+        section, field = key.split(".")
+        if isinstance(saved.get(section), dict) and field in saved[section]:
+            saved[section] = {k: v for k, v in saved[section].items() if k != field}
     data = saved.get("data")
     if not isinstance(data, dict) or "normalize" not in data:
         return saved

@@ -26,7 +26,6 @@ ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
             "train split is empty",
         ),
         ({"train.on_nonfinite": "ignore"}, "train.on_nonfinite='ignore'"),
-        ({"train.nan_task": "gender2"}, "train.nan_task='gender2'"),
         ({"train.ema_decay": 1.0}, "train.ema_decay=1.0"),
         ({"model.deltas": 3}, "model.deltas=3"),
         ({"model.pool_size": (1, 0)}, "model.pool_size=(1, 0)"),

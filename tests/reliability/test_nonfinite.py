@@ -1,4 +1,8 @@
-"""Guarantee 4: a non-finite loss never reaches a checkpoint (forced NaN via config)."""
+"""Guarantee 4: a non-finite loss never reaches a checkpoint.
+
+The fault comes from the outside, as bad data would: `_poison` gives one
+training step's batch NaN labels for one task, so that task's loss is NaN at
+that step and only there."""
 
 import json
 import os
@@ -8,7 +12,24 @@ import jax
 import numpy as np
 import pytest
 
+from mtl_ser.data import batches
 from mtl_ser.training import faults, loop, sharding
+
+
+def _poison(monkeypatch, task: str, step: int) -> None:
+    """Training batch `step` (1-based) gets NaN labels, unmasked, for `task`
+    (a regression task), as bad data would: that task's loss is NaN at that
+    step, wherever the run resumes from (batches.TrainBatches.map)."""
+    clean = batches.TrainBatches.map
+
+    def poisoned(self, b):
+        batch = clean(self, b)
+        if int(b) == step - 1:
+            labels = batch["labels"][task]
+            batch["labels"][task] = np.full(labels.shape, np.nan, labels.dtype)
+        return batch
+
+    monkeypatch.setattr(batches.TrainBatches, "map", poisoned)
 
 
 def _states(config, num_steps):
@@ -34,10 +55,13 @@ def _changed(a, b) -> bool:
     return any(not np.array_equal(x, y) for x, y in leaves)
 
 
-def test_skip_policy_leaves_the_state_untouched_by_a_nan_step(smoke_config):
+def test_skip_policy_leaves_the_state_untouched_by_a_nan_step(
+    smoke_config, monkeypatch
+):
     c = smoke_config
     c.weighting.name = "mgda"  # The NaN also flows through the min-norm solver.
-    c.train.on_nonfinite, c.train.nan_step, c.train.nan_task = "skip", 2, "gender"
+    c.train.on_nonfinite = "skip"
+    _poison(monkeypatch, "valence", step=2)
     s = _states(c, 3)
     chex.assert_trees_all_equal(_learned(s[2]), _learned(s[1]))
     assert _changed(_learned(s[1]), _learned(s[0]))
@@ -47,14 +71,16 @@ def test_skip_policy_leaves_the_state_untouched_by_a_nan_step(smoke_config):
     assert int(record["skipped"]) == 1 and int(record["first_step"]) == 2
     names = c.tasks.split(",")
     losses = dict(zip(names, record["first_losses"], strict=True))
-    assert np.isnan(losses.pop("gender"))
+    assert np.isnan(losses.pop("valence"))
     assert all(np.isfinite(x) for x in losses.values())
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(s[3].params))
 
 
-def test_stop_policy_freezes_the_state_at_the_last_finite_step(smoke_config):
+def test_stop_policy_freezes_the_state_at_the_last_finite_step(
+    smoke_config, monkeypatch
+):
     c = smoke_config
-    c.train.nan_step, c.train.nan_task = 2, "arousal"
+    _poison(monkeypatch, "arousal", step=2)
     s = _states(c, 3)
     chex.assert_trees_all_equal(_learned(s[3]), _learned(s[1]))
     assert int(s[3].faults["skipped"]) == 1  # Step 3 was finite, not applied.
@@ -66,11 +92,11 @@ def _steps_saved(folder):
 
 
 def test_nan_stops_the_run_with_a_diagnostic_and_resume_goes_on(
-    smoke_config, tmp_path, capsys
+    smoke_config, tmp_path, capsys, monkeypatch
 ):
     c = smoke_config
     c.train.num_steps, c.weighting.name = 6, "uncertainty"
-    c.train.nan_step, c.train.nan_task = 3, "arousal"
+    _poison(monkeypatch, "arousal", step=3)
     workdir = str(tmp_path / "run")
     with pytest.raises(faults.NonFiniteError, match=r"step 3: .*task\(s\) arousal"):
         loop.train_and_evaluate(c, workdir)
@@ -90,16 +116,17 @@ def test_nan_stops_the_run_with_a_diagnostic_and_resume_goes_on(
     log_var = record["weighting_params"]["log_var"]  # As after step 2.
     assert len(log_var) == len(c.tasks.split(",")) and -0.5 < log_var[0] < 0
 
-    c.train.nan_step = 0  # The bad data fixed, the same workdir resumes.
+    monkeypatch.undo()  # The bad data fixed, the same workdir resumes.
     capsys.readouterr()
-    results = loop.train_and_evaluate(c, workdir, allow_config_change=True)
+    results = loop.train_and_evaluate(c, workdir)
     assert "Resumed from step 2" in capsys.readouterr().out
     assert results["step"] == 6 and results["skipped_steps"] == 0
 
 
-def test_skip_policy_counts_skips(smoke_config, tmp_path):
+def test_skip_policy_counts_skips(smoke_config, tmp_path, monkeypatch):
     c = smoke_config
-    c.train.on_nonfinite, c.train.nan_step = "skip", 1
+    c.train.on_nonfinite = "skip"
+    _poison(monkeypatch, "arousal", step=1)
     results = loop.train_and_evaluate(c, str(tmp_path / "skip"))
     assert results["skipped_steps"] == 1
     assert np.isfinite(results["scalars"]["test/ua/emotion"])
