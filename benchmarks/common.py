@@ -12,7 +12,7 @@ import numpy as np
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import features
-from mtl_ser.training import loop, sharding
+from mtl_ser.training import build, sharding
 from mtl_ser.training import state as state_lib
 
 # name -> (config file, overrides, default batch sizes, description)
@@ -122,7 +122,7 @@ def compile_step(config, batch_size: int, method=None) -> CompiledStep:
     mesh = sharding.make_mesh()
     mels = c.features.n_mels
     stats = (np.zeros(mels, np.float32), np.ones(mels, np.float32))
-    steps = loop.build_steps(c, tasks, mesh, method=method, stats=stats)
+    steps = build.build_steps(c, tasks, mesh, method=method, stats=stats)
     rng = np.random.default_rng(0)
     batch = _random_batch(tasks, batch_size, c.data.crop_frames, mels, rng)
     if c.data.features_on_device:

@@ -47,7 +47,7 @@ import numpy as np
 
 from benchmarks import common
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.training import loop, sharding
+from mtl_ser.training import build, sharding
 
 
 def _tflops(bfloat16: float, float32: float) -> dict:
@@ -179,7 +179,7 @@ def train_step_flops(config, batch_size: int) -> int:
     c = config
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
     mesh = sharding.make_mesh()
-    steps = loop.build_steps(c, tasks, mesh)
+    steps = build.build_steps(c, tasks, mesh)
     rng = np.random.default_rng(0)
     mels = c.features.n_mels
     batch = common._random_batch(tasks, batch_size, c.data.crop_frames, mels, rng)

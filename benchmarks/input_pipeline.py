@@ -7,7 +7,7 @@ On a synthetic corpus generated into a temporary folder (no download):
 - cache building: `cache.build_cache` from the wav files (decode, trim,
   librosa log-mel), timed cold, as utterances/s (once per corpus, not per
   epoch);
-- the Grain training pipeline as `loop.Experiment.train_iterator` builds it
+- the Grain training pipeline as `experiment.Experiment.train_iterator` builds it
   (`pipeline.train_dataset`: one Grain element a batch, crops gathered from
   the memory-mapped cache), with 0 worker processes (batches made in the
   training process by `data.read_threads` threads) and with N worker processes

@@ -32,7 +32,7 @@ from absl import app, flags  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import make_config  # noqa: E402
 from mtl_ser import tasks as tasks_lib  # noqa: E402
-from mtl_ser.training import loop, sharding  # noqa: E402
+from mtl_ser.training import build, sharding  # noqa: E402
 
 _MODEL = flags.DEFINE_string(
     "model", "alexnet", "A preset of benchmarks.common.PRESETS."
@@ -90,7 +90,7 @@ def main(argv):
         config.tasks, config.emotion_classes, config.regression_loss
     )
     mesh = sharding.make_mesh()
-    steps = loop.build_steps(config, tasks, mesh)
+    steps = build.build_steps(config, tasks, mesh)
     batch = common._random_batch(
         tasks,
         _BATCH.value,

@@ -201,19 +201,19 @@ def _weak_worker():
 
 def _train_worker():
     """Trains on fixed random global batches; process 0 prints the losses."""
-    from mtl_ser.training import distributed
+    from mtl_ser.training import build, distributed
 
     distributed.maybe_initialize()  # Before any device is touched.
     import jax
 
     from benchmarks import common
     from mtl_ser import tasks as tasks_lib
-    from mtl_ser.training import loop, sharding
+    from mtl_ser.training import sharding
 
     c = _load(FLAGS.config, smoke=FLAGS.smoke)
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
     mesh = sharding.make_mesh()
-    steps = loop.build_steps(c, tasks, mesh)
+    steps = build.build_steps(c, tasks, mesh)
     state, losses, times = steps.state, [], []
     for step in range(FLAGS.two_process_steps):
         batch = common._random_batch(

@@ -66,7 +66,7 @@ from benchmarks.common import INPUTS, PRESETS, make_config
 from configs import default as default_config
 from mtl_ser import tasks as tasks_lib
 from mtl_ser import weighting as weighting_lib
-from mtl_ser.training import loop, optim, sharding
+from mtl_ser.training import build, optim, sharding
 from mtl_ser.training import state as state_lib
 
 _WARMUP = 3  # As benchmarks.common.measure.
@@ -414,7 +414,7 @@ def check_identity(config, *, batch_size: int = 4, rtol: float = 1e-4, seed: int
         config.tasks, config.emotion_classes, config.regression_loss
     )
     mesh = sharding.make_mesh()
-    steps = loop.build_steps(config, tasks, mesh)
+    steps = build.build_steps(config, tasks, mesh)
     init = jax.device_get((steps.state.params, steps.state.batch_stats))
     rng = np.random.default_rng(seed)
     params, batch_stats = _perturbed(init, rng)
@@ -492,7 +492,7 @@ def _initial_params(config):
     """Our initial host (params, batch_stats) of `config`, as the step starts."""
     c = config
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
-    steps = loop.build_steps(c, tasks, sharding.make_mesh())
+    steps = build.build_steps(c, tasks, sharding.make_mesh())
     return jax.device_get((steps.state.params, steps.state.batch_stats))
 
 

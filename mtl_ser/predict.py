@@ -34,7 +34,7 @@ from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import audio, cache, normalisation, pipeline, statistics
 from mtl_ser.data.corpora import manifest
 from mtl_ser.errors import ConfigError
-from mtl_ser.training import checkpointing, evaluate, loop, sharding
+from mtl_ser.training import build, checkpointing, evaluate, sharding
 from mtl_ser.training import workdir as workdir_lib
 
 # Files whose log-mels are held in memory at once by predict_files; each
@@ -91,8 +91,8 @@ class Predictor:
             self.statistics = normalisation.load_or_rebuild(
                 workdir, c, self.tasks, verbose=verbose
             )
-            steps = loop.build_steps(c, self.tasks, self.mesh)
-            self.state = _restore(ckpt, *self.checkpoint, steps.state)
+            steps = build.build_eval(c, self.tasks, self.mesh)
+            self.state = _restore(ckpt, *self.checkpoint, steps.abstract_state)
         finally:
             ckpt.close()
         self.eval_fn = steps.eval_fn
@@ -336,7 +336,8 @@ _NO_CHECKPOINT = (
 
 
 def _restore(ckpt, kind: str, step: int, state):
-    """The train state of checkpoint (kind, step), shaped and sharded as `state`."""
+    """The train state of checkpoint (kind, step), shaped and sharded as
+    `state` (a state, or its shapes: build.EvalSteps.abstract_state)."""
     manager = ckpt.best if kind == "best" else ckpt.latest
     return checkpointing.restore_state(manager, step, state)[0]
 

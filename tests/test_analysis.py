@@ -10,7 +10,7 @@ import pytest
 from mtl_ser import models
 from mtl_ser.data import pipeline
 from mtl_ser.models import layers
-from mtl_ser.training import analysis, loop
+from mtl_ser.training import analysis, experiment
 
 HEADS = (("emotion", 4), ("gender", 2))
 
@@ -156,7 +156,7 @@ def test_choose_utterances_prefers_confident_correct_ones():
 
 def test_analysis_of_the_test_split(smoke_config):
     c = smoke_config
-    exp = loop.Experiment(c, verbose=False)
+    exp = experiment.Experiment(c, verbose=False)
     arrays = analysis.analyse(exp, exp.state)
     split = exp.data.splits["test"]
     assert arrays["uid"].tolist() == list(split.uids)

@@ -13,7 +13,7 @@ import pytest
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import batches, inputs, pipeline
 from mtl_ser.errors import ConfigError
-from mtl_ser.training import checks, loop, sharding
+from mtl_ser.training import checks, experiment, sharding
 
 TASKS = tasks_lib.make_tasks(
     "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
@@ -59,7 +59,7 @@ def test_device_crops_equal_the_host_crops(smoke_config, fixed, speed_factors):
 def test_too_large_a_store_stays_on_the_host(smoke_config, capsys):
     smoke_config.data.device_cache = True
     smoke_config.data.device_cache_max_mb = 0.01
-    exp = loop.Experiment(smoke_config)
+    exp = experiment.Experiment(smoke_config)
     assert exp.store is None
     assert "exceed data.device_cache_max_mb=0.01" in capsys.readouterr().out
     assert "db" in next(exp.train_iterator())
@@ -67,7 +67,7 @@ def test_too_large_a_store_stays_on_the_host(smoke_config, capsys):
 
 def _losses(config, num_steps):
     mesh = sharding.make_mesh(jax.devices()[:2])
-    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
     it, state, losses = exp.train_iterator(), exp.state, []
     for _ in range(num_steps):
         batch = sharding.from_process_local(next(it), exp.mesh)

@@ -20,7 +20,7 @@ import pytest
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import augment, batches, cache, features, inputs, pipeline
-from mtl_ser.training import loop, sharding
+from mtl_ser.training import build, experiment, loop, sharding
 from mtl_ser.training import step as step_lib
 
 TASKS = tasks_lib.make_tasks(
@@ -102,7 +102,7 @@ def test_a_device_crop_equals_the_cached_crop(smoke_config, where):
 
 def _inputs(batch, data, config):
     """The model input the train step makes of a training batch (numpy)."""
-    spec = loop.input_spec(config, (data.mean, data.std))
+    spec = build.input_spec(config, (data.mean, data.std))
     return np.asarray(inputs.model_inputs(batch, None, jax.random.key(0), spec))
 
 
@@ -201,7 +201,7 @@ def test_device_spec_augment_masks_bounded_stripes():
 
 def _losses(config, num_steps):
     mesh = sharding.make_mesh(jax.devices()[:1])
-    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
     it, state, losses = exp.train_iterator(), exp.state, []
     for _ in range(num_steps):
         batch = sharding.from_process_local(next(it), exp.mesh)
@@ -237,7 +237,7 @@ def test_smoke_run_with_device_features_and_every_augmentation(
 
 
 def test_store_indices_need_the_device_store(smoke_config):
-    spec = loop.input_spec(smoke_config)
+    spec = build.input_spec(smoke_config)
     batch = {"first": np.zeros(2, np.int32), "frames": np.ones(2, np.int32)}
     with pytest.raises(ValueError, match="needs the device store"):
         inputs.model_inputs(batch, None, jax.random.key(0), spec)

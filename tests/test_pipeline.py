@@ -8,6 +8,7 @@ import pytest
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import batches, cache, corpora, pipeline, splits
+from mtl_ser.training import build, experiment
 
 TASKS = tasks_lib.make_tasks(
     "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
@@ -264,11 +265,10 @@ def test_the_step_normalises_crops_and_masks_them_with_spec_augment(data):
 
 def test_config_turns_spec_augment_on_in_the_step(smoke_config):
     from mtl_ser.data import inputs
-    from mtl_ser.training import loop
 
     smoke_config.data.freq_masks, smoke_config.data.freq_mask_bands = 2, 6
-    exp = loop.Experiment(smoke_config, verbose=False)
-    spec = loop.input_spec(smoke_config, (exp.data.mean, exp.data.std))
+    exp = experiment.Experiment(smoke_config, verbose=False)
+    spec = build.input_spec(smoke_config, (exp.data.mean, exp.data.std))
     batch = next(exp.train_iterator())
     x = np.asarray(inputs.model_inputs(batch, None, jax.random.key(1), spec))
     zero_bands = np.all(x == 0, axis=(1, 3)).sum(axis=1)  # Per example.
@@ -278,9 +278,8 @@ def test_config_turns_spec_augment_on_in_the_step(smoke_config):
 def test_worker_processes_give_the_same_batches_and_resume(smoke_config):
     """data.num_workers: Grain worker processes make the batches in-process
     iteration makes, and their iterator state restores mid-stream."""
-    from mtl_ser.training import loop
 
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     it = exp.train_iterator()
     want = [next(it)["db"] for _ in range(4)]
     exp.config.data.num_workers = 2
@@ -338,10 +337,9 @@ def test_fixed_inputs_are_one_centre_window_per_utterance(data):
 
 
 def test_config_inputs_fixed_reaches_training_and_evaluation(smoke_config, monkeypatch):
-    from mtl_ser.training import loop
 
     smoke_config.data.inputs = "fixed"
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     seen = []
     real = pipeline.eval_windows
 

@@ -18,7 +18,7 @@ from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import batches, corpora, inputs, pipeline, splits, statistics
 from mtl_ser.errors import ConfigError
 from mtl_ser.outputs import report
-from mtl_ser.training import checks, evaluate, loop
+from mtl_ser.training import build, checks, evaluate, loop
 from mtl_ser.training import workdir as workdir_lib
 
 TASKS = tasks_lib.make_tasks("emotion,gender", "anger,happiness,neutral,sadness", "mse")
@@ -106,7 +106,7 @@ def test_train_batches_carry_each_example_statistics(smoke_config, device_cache)
     np.testing.assert_array_equal(batch["mean"], mean[batch["utt"]])
     np.testing.assert_array_equal(batch["std"], std[batch["utt"]])
     host = next(iter(pipeline.train_dataset(split, data, **kw)))
-    spec = loop.input_spec(smoke_config, (data.mean, data.std))
+    spec = build.input_spec(smoke_config, (data.mean, data.std))
     x = inputs.model_inputs(batch, store, jax.random.key(0), spec)
     want = (host["db"] - batch["mean"][:, None]) / batch["std"][:, None]
     np.testing.assert_allclose(np.asarray(x)[..., 0], want, rtol=1e-6, atol=1e-6)
@@ -120,7 +120,7 @@ def test_train_normalisation_batches_are_unchanged(smoke_config):
         iter(pipeline.train_dataset(split, data, crop=32, batch_size=8, seed=1))
     )
     assert set(batch) == {"db", "labels", "masks", "utt"}
-    spec = loop.input_spec(smoke_config, (data.mean, data.std))
+    spec = build.input_spec(smoke_config, (data.mean, data.std))
     x = inputs.model_inputs(batch, None, jax.random.key(0), spec)
     np.testing.assert_array_equal(
         np.asarray(x)[..., 0], (batch["db"] - data.mean) / data.std

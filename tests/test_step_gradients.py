@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mtl_ser import weighting
+from mtl_ser.training import experiment, sharding
 from mtl_ser.training import grads as grads_lib
-from mtl_ser.training import loop, sharding
 from mtl_ser.weighting import graddrop
 from mtl_ser.weighting.base import GradOutput, Method
 
@@ -51,7 +51,7 @@ def _run(config, num_steps):
     # One device: these tests are about the gradient path (sharding has its
     # own test), and one device compiles faster.
     mesh = sharding.make_mesh(jax.devices()[:1])
-    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
     it = exp.train_iterator()
     state, history = exp.state, []
     for _ in range(num_steps):
@@ -93,7 +93,7 @@ def test_gradient_path_against_separate_backward_passes(smoke_config, summing):
     smoke_config.tasks = "emotion,gender,arousal"
     head_weights = [2.0, 0.0, 0.5]
     method = summing(head_weights=head_weights)
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     state = jax.device_get(exp.state)
     batch = _model_batch(exp)
     rng = jax.random.PRNGKey(0)
@@ -142,7 +142,7 @@ def test_three_batch_methods_get_each_batchs_task_gradients(smoke_config, monkey
     smoke_config.model.dropout = 0.0  # Examples are then independent.
     smoke_config.tasks = "emotion,gender,arousal"
     smoke_config.weighting.name = "sum3"
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     assert exp.batch_size == 3 * smoke_config.data.batch_size
     state = jax.device_get(exp.state)
     batch = _model_batch(exp)
@@ -184,7 +184,7 @@ def test_gradient_method_on_4_devices_equals_1_device(smoke_config):
     smoke_config.tasks = "emotion,gender,arousal"
     runs = []
     for devices in (jax.devices()[:1], jax.devices()):
-        exp = loop.Experiment(
+        exp = experiment.Experiment(
             smoke_config, mesh=sharding.make_mesh(devices), verbose=False
         )
         it = exp.train_iterator()
@@ -219,7 +219,7 @@ def test_graddrop_masks_each_tasks_representation_gradient(smoke_config):
     smoke_config.model.dropout = 0.0
     smoke_config.tasks = "emotion,gender,arousal"
     smoke_config.weighting.name = "graddrop"
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     state = jax.device_get(exp.state)
     batch = _model_batch(exp)
     rng = jax.random.PRNGKey(3)

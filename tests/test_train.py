@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mtl_ser.training import checkpointing, loop, sharding
+from mtl_ser.training import checkpointing, experiment, loop, sharding
 from mtl_ser.training import state as state_lib
 from mtl_ser.training import step as step_lib
 
@@ -38,7 +38,7 @@ def test_train_step_decreases_the_loss_on_a_tiny_batch(smoke_config, deltas):
     smoke_config.optim.learning_rate = 1e-3
     smoke_config.optim.schedule = "constant"
     smoke_config.optim.warmup_steps = 0
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     _, history = _steps(exp, 25, same_batch=True)
     first, last = history[0], history[-1]
     assert last["train/loss/total"] < 0.8 * first["train/loss/total"]
@@ -58,7 +58,7 @@ def test_sharded_step_on_4_devices_equals_1_device(smoke_config):
     runs = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = sharding.make_mesh(devices)
-        exp = loop.Experiment(smoke_config, mesh=mesh, verbose=False)
+        exp = experiment.Experiment(smoke_config, mesh=mesh, verbose=False)
         state, history = _steps(exp, 3)
         leaf = jax.tree.leaves(state.params)[0]
         assert leaf.sharding.device_set == set(devices)
@@ -70,7 +70,7 @@ def test_sharded_step_on_4_devices_equals_1_device(smoke_config):
 
 
 def test_param_norm_fn_is_the_norm_of_the_model_parameters(smoke_config):
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     state, _ = _steps(exp, 2)
     leaves = jax.tree.leaves(jax.device_get(state.params["model"]))
     want = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in leaves))
@@ -90,7 +90,7 @@ def test_ema_averages_the_live_variables_and_evaluation_uses_it(smoke_config):
     smoke_config.model.batch_norm = True  # Its statistics are averaged too.
     smoke_config.train.ema_decay = 0.5
     smoke_config.optim.learning_rate = 1e-2  # Steps big enough to tell apart.
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     live = state_lib.live_variables(jax.device_get(exp.state))
     want = jax.device_get(exp.state.ema)
     chex.assert_trees_all_equal(want, live)  # Starts at the initial weights.
@@ -129,7 +129,7 @@ def test_a_run_with_ema_checkpoints_and_re_evaluates_the_average(
 
 
 def test_checkpoints_from_before_ema_still_restore(smoke_config, tmp_path):
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     state, _ = _steps(exp, 2)
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     del fields["ema"]
@@ -150,7 +150,7 @@ def test_checkpoints_from_before_ema_still_restore(smoke_config, tmp_path):
     )
     # A run that keeps averages cannot take them from such a checkpoint.
     smoke_config.train.ema_decay = 0.9
-    with_ema = loop.Experiment(smoke_config, verbose=False).state
+    with_ema = experiment.Experiment(smoke_config, verbose=False).state
     with pytest.raises(ValueError, match="ema"):
         ckpt.restore_best(with_ema)
     ckpt.close()
@@ -198,7 +198,7 @@ def test_evaluate_at_last_scores_the_final_state_and_keeps_no_best(
     assert results["best_step"] is None
     assert not os.listdir(os.path.join(workdir, "best"))
     # The final state is the last checkpoint: scoring it again gives the same.
-    exp = loop.Experiment(smoke_config, verbose=False)
+    exp = experiment.Experiment(smoke_config, verbose=False)
     ckpt = checkpointing.Checkpointer(
         workdir, keep=2, best_metric=smoke_config.train.best_metric
     )

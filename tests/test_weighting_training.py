@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import weighting
-from mtl_ser.training import loop, sharding
+from mtl_ser.training import experiment, sharding
 
 TRAINABLE = [m for m in weighting.METHODS if m != "fixed"]
 
@@ -13,7 +13,7 @@ TRAINABLE = [m for m in weighting.METHODS if m != "fixed"]
 def _train(config, num_steps):
     # One device: these tests are about the methods, and compile faster so.
     mesh = sharding.make_mesh(jax.devices()[:1])
-    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
     exp.initial = jax.device_get(exp.state)  # The step donates its input.
     it = exp.train_iterator()
     state, history = exp.state, []

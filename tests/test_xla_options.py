@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from mtl_ser.errors import ConfigError
-from mtl_ser.training import loop, optim, sharding, xla_options
+from mtl_ser.training import experiment, optim, sharding, xla_options
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_option_this_xla_rejects_gives_way_with_one_warning(
 
 def _hlo(config):
     mesh = sharding.make_mesh(jax.devices()[:1])
-    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
     batch = sharding.from_process_local(next(exp.train_iterator()), exp.mesh)
     compiled = exp.train_fn.lower(exp.state, batch, exp.store).compile()
     return compiled.as_text(), exp, batch

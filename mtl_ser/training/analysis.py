@@ -191,7 +191,7 @@ def analyse(exp, state, split_name: str = "test") -> dict:
     """analysis.npz's arrays for a split (call on every process).
 
     Args:
-      exp: the loop.Experiment (config, tasks, data, mesh, model, eval_fn).
+      exp: the experiment.Experiment (config, tasks, data, mesh, model, eval_fn).
       state: the state to analyse (replicated on the mesh).
       split_name: the split.
 

@@ -1,26 +1,14 @@
 """train_and_evaluate: the training loop, read as a table of contents."""
 
-import functools
 import os
 import time
-from typing import Any, NamedTuple
 
-import grain
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 from tqdm import tqdm
 
-from mtl_ser import models, weighting
-from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import (
     audio,
-    augment,
-    batches,
     corpora,
-    features,
-    inputs,
     normalisation,
     pipeline,
     statistics,
@@ -30,234 +18,14 @@ from mtl_ser.training import (
     checkpointing,
     checks,
     evaluate,
+    experiment,
     faults,
-    optim,
     preemption,
     sharding,
-    xla_options,
 )
 from mtl_ser.training import state as state_lib
-from mtl_ser.training import step as step_lib
 from mtl_ser.training import workdir as workdir_lib
 from mtl_ser.training import writer as writer_lib
-
-
-class Steps(NamedTuple):
-    """The model and its jitted steps, with the initial state on the mesh."""
-
-    model: Any
-    state: Any
-    state_sharding: Any
-    train_fn: Any  # (state, batch) -> (state, metrics); donates the state.
-    eval_fn: Any  # (state, x) -> {task: predictions}, replicated.
-    # params -> the model parameters' global norm, replicated. A metric of the
-    # log steps only: in the train step it cost a pass over every parameter
-    # at every step.
-    param_norm_fn: Any
-
-
-def build_steps(
-    config, tasks, mesh, *, steps_per_epoch: int = 1, method=None, stats=None
-) -> Steps:
-    """Builds the model, weighting, optimizer, sharded state and jitted steps.
-
-    Used by training and by the benchmarks, so both time the same step.
-    `steps_per_epoch` serves the weighting methods defined per epoch (DWA,
-    GradNorm); `method` replaces the configured weighting (benchmarks).
-    `stats`, the training split's band (mean, std), normalises the model input
-    in the train step (default 0 and 1: benchmarks, whose batches carry "x").
-    """
-    c = config
-    model = models.make_model(
-        c.model.name,
-        tuple((t.name, t.output_size) for t in tasks),
-        width=c.model.width,
-        hidden=c.model.hidden,
-        dropout=c.model.dropout,
-        batch_norm=c.model.batch_norm,
-        deltas=c.model.deltas,
-        pool_size=c.model.pool_size,
-        dtype=jnp.dtype(c.model.dtype),
-    )
-    if method is None:
-        method = weighting.make_method(
-            c.weighting, tasks, steps_per_epoch=steps_per_epoch
-        )
-    # GradDrop is defined on the representation only.
-    rep_grad = c.weighting.rep_grad or method.rep_grad_only
-    tx = optim.make_optimizer(c.optim, c.train.num_steps)
-    state, state_sharding = state_lib.create_state(
-        c.seed,
-        mesh,
-        model=model,
-        method=method,
-        tx=tx,
-        num_tasks=len(tasks),
-        input_shape=(1, c.data.crop_frames, c.features.n_mels, 1),
-        rep_grad=rep_grad,
-        ema=c.train.ema_decay > 0,
-    )
-    batch_sh = sharding.batch_sharding(mesh)
-    repl = sharding.replicated(mesh)
-    options = xla_options.compiler_options(c.train)
-    train_fn = jax.jit(  # (state, batch, device store or None).
-        functools.partial(
-            step_lib.train_step,
-            model=model,
-            tasks=tasks,
-            tx=tx,
-            method=method,
-            schedule=optim.make_schedule(c.optim, c.train.num_steps),
-            rep_grad=rep_grad,
-            per_task_grads=c.weighting.per_task_grads,
-            skip_nonfinite=c.train.on_nonfinite == "skip",
-            inputs=input_spec(c, stats),
-            ema_decay=c.train.ema_decay,
-        ),
-        in_shardings=(state_sharding, batch_sh, repl),
-        out_shardings=(state_sharding, repl),
-        donate_argnums=0,
-        compiler_options=options,
-    )
-    eval_fn = jax.jit(
-        functools.partial(step_lib.eval_step, model=model, tasks=tasks),
-        in_shardings=(state_sharding, batch_sh),
-        out_shardings=repl,
-        compiler_options=options,
-    )
-    param_norm_fn = jax.jit(
-        lambda params: optax.tree.norm(params["model"]),
-        in_shardings=(state_sharding.params,),
-        out_shardings=repl,
-    )
-    return Steps(model, state, state_sharding, train_fn, eval_fn, param_norm_fn)
-
-
-def input_spec(config, stats=None) -> inputs.InputSpec:
-    """How the train step makes its model input (data/inputs.py)."""
-    mels = config.features.n_mels
-    mean, std = stats if stats is not None else (np.zeros(mels), np.ones(mels))
-    on_device = config.data.features_on_device
-    return inputs.InputSpec(
-        crop=config.data.crop_frames,
-        mean=np.asarray(mean, np.float32),
-        std=np.asarray(std, np.float32),
-        noise=augment.make_noise(config.data, config.features),
-        spec_augment=augment.make_spec_augment(config.data),
-        log_mel=features.log_mel_settings(config.features) if on_device else None,
-    )
-
-
-def step_batch_size(config) -> int:
-    """Examples per train step: data.batch_size times the method's batches."""
-    return config.data.batch_size * weighting.batches_per_step(config.weighting.name)
-
-
-class Experiment:
-    """Everything a run builds from its config before the first step."""
-
-    def __init__(self, config, *, mesh=None, verbose=True):
-        checks.validate_config(config)
-        self.config = c = config
-        self.tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
-        self.data = pipeline.build_data(c, self.tasks, verbose=verbose)
-        self.mesh = sharding.make_mesh() if mesh is None else mesh
-        self.step_time_ms = None  # Set by a training run.
-        # An epoch is one pass over the train split's utterances (each one
-        # random crop), as the per-epoch weighting methods count it.
-        self.batch_size = step_batch_size(c)
-        self.steps_per_epoch = -(
-            -len(self.data.splits["train"].rows) // self.batch_size
-        )
-        steps = build_steps(
-            c,
-            self.tasks,
-            self.mesh,
-            steps_per_epoch=self.steps_per_epoch,
-            stats=(self.data.mean, self.data.std),
-        )
-        self.model, self.state, self.train_fn, self.eval_fn = (
-            steps.model,
-            steps.state,
-            steps.train_fn,
-            steps.eval_fn,
-        )
-        self.param_norm_fn = steps.param_norm_fn
-        # Validation runs only when there are validation speakers.
-        self.has_val = len(self.data.splits["val"].rows) > 0
-        self.table, self.store = self._crop_source(verbose)
-
-    def _crop_source(self, verbose):
-        """(crop table, device store or None): where training crops come from.
-
-        With data.device_cache, the training split's log-mels (and speed
-        copies) are replicated on every device when they fit under
-        data.device_cache_max_mb, and the host sends only store indices.
-        Replicated rather than sharded: every device then gathers its own
-        share of the batch locally, and every public SER corpus fits
-        (EmoDB 37 MB, IEMOCAP about 2 GB in float32).
-        """
-        d = self.config.data
-        table = batches.crop_table(self.data.splits["train"])
-        if not d.device_cache:
-            return table, None
-        resident = batches.device_frames(table, d.device_cache_max_mb * 2**20)
-        if resident is None:
-            if verbose:
-                print(
-                    "data.device_cache: the training log-mels exceed "
-                    f"data.device_cache_max_mb={d.device_cache_max_mb:g}; crops are "
-                    "read on the host",
-                    flush=True,
-                )
-            return table, None
-        frames, table = resident
-        if verbose:
-            print(
-                f"data.device_cache: {frames.nbytes / 2**20:.1f} MB of training "
-                f"log-mels on each of {self.mesh.size} device(s)",
-                flush=True,
-            )
-        return table, sharding.replicate(frames, self.mesh)
-
-    def train_iterator(self):
-        """This process's training batches; checkpointable (Grain's state)."""
-        c = self.config
-        ds = pipeline.train_dataset(
-            self.data.splits["train"],
-            self.data,
-            crop=c.data.crop_frames,
-            batch_size=self.batch_size,
-            seed=c.seed,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            fixed=c.data.inputs == "fixed",
-            read_threads=c.data.read_threads,
-            table=self.table,
-        )
-        if c.data.num_workers > 0:
-            options = grain.MultiprocessingOptions(num_workers=c.data.num_workers)
-            ds = ds.mp_prefetch(options)
-        return iter(ds)
-
-    def predict(self, state, split_name: str, *, progress=False) -> dict:
-        """A split's utterance-level predictions, in label units."""
-        preds = evaluate.predict_split(
-            self.eval_fn,
-            state,
-            self.data.splits[split_name],
-            self.data,
-            self.mesh,
-            progress=progress and self.config.train.progress_bar,
-            **evaluate.windowing(self.config.data),
-        )
-        return self.data.unstandardise(preds)
-
-    def evaluate(self, state, split_name: str, prefix: str):
-        """(scalars named prefix/metric/task, confusion matrices) of a split."""
-        preds = self.predict(state, split_name)
-        split = self.data.splits[split_name]
-        return evaluate.split_metrics(prefix, self.tasks, split, preds)
 
 
 def train_and_evaluate(
@@ -303,7 +71,7 @@ def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change)
     ):
         config_dict = c.to_dict()
         workdir_lib.check_config(workdir, config_dict, allow_change=allow_config_change)
-        exp = Experiment(config)  # Config errors found here leave no trace.
+        exp = experiment.Experiment(config)  # Config errors here leave no trace.
         workdir_lib.save_config(workdir, config_dict)
         if jax.process_index() == 0:
             normalisation.save(workdir, exp.data)  # What prediction needs.
@@ -507,10 +275,12 @@ def evaluate_workdir(config, workdir: str) -> dict:
         keep=config.train.keep_checkpoints,
         best_metric=config.train.best_metric,
     )
-    exp = Experiment(config)
-    state = exp.state
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore_latest(state, exp.train_iterator())
+    exp = experiment.Experiment(config, train=False)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = checkpointing.restore_state(ckpt.latest, latest, exp.state)[0]
+    else:  # Only a best checkpoint: it stands for the run's last state too.
+        state = ckpt.restore_best(exp.state)
     results = final_evaluation(exp, state, ckpt, workdir)
     ckpt.close()
     workdir_lib.write_json(os.path.join(workdir, "results.json"), results)

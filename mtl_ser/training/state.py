@@ -1,6 +1,5 @@
 """The train state: one pytree, born sharded."""
 
-import functools
 from typing import Any
 
 import jax
@@ -154,19 +153,33 @@ def update_ema(ema, variables, step, decay: float):
     return jax.tree.map(lambda e, v: d * e + (1.0 - d) * v, ema, variables)
 
 
-def create_state(seed: int, mesh, **kwargs) -> tuple[TrainState, Any]:
-    """Creates the state directly on the mesh, replicated.
+def abstract_state(seed: int, mesh, init_fn) -> tuple[Any, Any]:
+    """The state `init_fn(key)` would make, as shapes only: jax.ShapeDtypeStruct
+    leaves carrying their (replicated) shardings, a target to restore a
+    checkpoint into. Nothing is computed or allocated.
 
-    The shapes come from `jax.eval_shape`, so nothing is built on the host first.
+    Returns:
+      (abstract state, state shardings pytree).
+    """
+    abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(seed))
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    with_shardings = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract,
+        shardings,
+    )
+    return with_shardings, shardings
+
+
+def create_state(seed: int, mesh, init_fn) -> tuple[TrainState, Any]:
+    """Creates the state `init_fn(key)` (init_state with its arguments bound)
+    directly on the mesh, replicated; nothing is built on the host first.
 
     Returns:
       (state, state shardings pytree).
     """
-    rng = jax.random.PRNGKey(seed)
-    init_fn = functools.partial(init_state, **kwargs)
-    abstract = jax.eval_shape(init_fn, rng)
-    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-    state = jax.jit(init_fn, out_shardings=shardings)(rng)
+    _, shardings = abstract_state(seed, mesh, init_fn)
+    state = jax.jit(init_fn, out_shardings=shardings)(jax.random.PRNGKey(seed))
     return state, shardings
 
 

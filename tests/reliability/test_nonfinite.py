@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mtl_ser.data import batches
-from mtl_ser.training import faults, loop, sharding
+from mtl_ser.training import experiment, faults, loop, sharding
 
 
 def _poison(monkeypatch, task: str, step: int) -> None:
@@ -35,7 +35,7 @@ def _poison(monkeypatch, task: str, step: int) -> None:
 def _states(config, num_steps):
     """Host copies of the state before and after each of `num_steps` steps."""
     mesh = sharding.make_mesh(jax.devices()[:1])
-    exp = loop.Experiment(config, mesh=mesh, verbose=False)
+    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
     it = exp.train_iterator()
     state = exp.state
     states = [jax.device_get(state)]
@@ -108,7 +108,7 @@ def test_nan_stops_the_run_with_a_diagnostic_and_resume_goes_on(
     assert record["step"] == 3 and record["losses"]["arousal"] == "nan"
     assert isinstance(record["losses"]["emotion"], float)
     # The batch listed is the one the third step was fed.
-    exp = loop.Experiment(c, verbose=False)
+    exp = experiment.Experiment(c, verbose=False)
     it = exp.train_iterator()
     third = [next(it) for _ in range(3)][-1]
     train_uids = exp.data.splits["train"].uids
