@@ -12,7 +12,7 @@ import pytest
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import augment, cache, corpora, features, pipeline
-from mtl_ser.data.corpora import synthetic
+from mtl_ser.data.voice import synth
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checks, loop
 
@@ -32,7 +32,7 @@ def _tone(seconds=2.0, hz=440.0):
 
 def _speech():
     """About 7 s of the synthetic corpus's speech-like voice (three speakers)."""
-    waves = [synthetic.synthesize(0, s, u)[0] for s, u in ((0, 0), (1, 1), (2, 2))]
+    waves = [synth.synthesize(0, s, u)[0] for s, u in ((0, 0), (1, 1), (2, 2))]
     return np.concatenate(waves).astype(np.float32)
 
 
