@@ -79,7 +79,7 @@ def rescore(workdir: str, given, out: str, *, verbose: bool = True) -> dict:
             f"--eval_out={out}: the run's own folder; scores of other data go "
             "to a folder of their own"
         )
-    saved = predict.load_config(workdir)
+    saved = workdir_lib.load_config(workdir)
     check_config(workdir, saved, given.to_dict())
     workdir_lib.check_writable(out, "--eval_out")
     trained_on = training_speakers(saved)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mtl_ser import Predictor, predict
+from mtl_ser import Predictor, predict, prediction_io
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import corpora, normalisation, pipeline
 from mtl_ser.training import evaluate, loop
@@ -123,7 +123,7 @@ def test_unreadable_files_are_skipped_with_their_reason(
     (folder / "empty.wav").write_bytes(b"")
     (folder / "text.wav").write_text("not audio\n")
     (folder / "notes.txt").write_text("ignored: not a .wav\n")
-    paths, skipped = predict.collect_inputs([str(folder)])
+    paths, skipped = prediction_io.collect_inputs([str(folder)])
     assert skipped == []
     assert paths == [
         str(folder / "deeper" / "good.wav"),
@@ -149,19 +149,24 @@ def test_manifests_list_paths_relative_to_their_folder(tmp_path):
         '{"path": "x.wav"}\n\n{"PATH": "/abs/z.wav", "speaker": 3}\n'
     )
     lists = str(tmp_path / "lists")
-    assert predict.read_manifest(f"{lists}/a.csv") == [
+    assert prediction_io.read_manifest(f"{lists}/a.csv") == [
         f"{lists}/wav/x.wav",
         str(tmp_path / "y.wav"),
     ]
-    assert predict.read_manifest(f"{lists}/b.jsonl") == [f"{lists}/x.wav", "/abs/z.wav"]
+    assert prediction_io.read_manifest(f"{lists}/b.jsonl") == [
+        f"{lists}/x.wav",
+        "/abs/z.wav",
+    ]
     (tmp_path / "lists" / "c.csv").write_text("file,emotion\nx.wav,anger\n")
-    with pytest.raises(predict.InputError, match=r"c\.csv, line 1: no `path` column"):
-        predict.read_manifest(f"{lists}/c.csv")
+    with pytest.raises(
+        prediction_io.InputError, match=r"c\.csv, line 1: no `path` column"
+    ):
+        prediction_io.read_manifest(f"{lists}/c.csv")
     (tmp_path / "lists" / "d.jsonl").write_text('{"path": "x.wav"}\n{"path": ""}\n')
-    with pytest.raises(predict.InputError, match=r"d\.jsonl, line 2: path=''"):
-        predict.read_manifest(f"{lists}/d.jsonl")
-    with pytest.raises(predict.InputError, match="e.csv: manifest not found"):
-        predict.collect_inputs([f"{lists}/e.csv"])
+    with pytest.raises(prediction_io.InputError, match=r"d\.jsonl, line 2: path=''"):
+        prediction_io.read_manifest(f"{lists}/d.jsonl")
+    with pytest.raises(prediction_io.InputError, match="e.csv: manifest not found"):
+        prediction_io.collect_inputs([f"{lists}/e.csv"])
 
 
 def test_launch_predict_writes_csv_and_json(run, predictor, test_files, tmp_path):
@@ -269,7 +274,7 @@ def test_folders_take_every_audio_format_and_short_clips_are_flagged(
     for name, fmt in (("a.FLAC", "FLAC"), ("b.ogg", "OGG"), ("c.Mp3", "MP3")):
         sf.write(folder / name, wave, rate, format=fmt)
     sf.write(folder / "short.wav", wave[: rate // 20], rate)  # 0.05 s.
-    paths, skipped = predict.collect_inputs([str(folder)])
+    paths, skipped = prediction_io.collect_inputs([str(folder)])
     assert skipped == [] and [os.path.basename(p) for p in paths] == [
         "a.FLAC",
         "b.ogg",

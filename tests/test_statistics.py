@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from mtl_ser import Predictor, cv, predict, sweeps
+from mtl_ser import Predictor, cv, prediction_io, sweeps
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import batches, corpora, inputs, pipeline, splits, statistics
 from mtl_ser.errors import ConfigError
@@ -207,7 +207,7 @@ def test_outputs_say_the_run_is_transductive(speaker_run):
 
 def test_evaluate_refuses_to_change_the_normalisation(speaker_run):
     config, workdir, _ = speaker_run
-    saved = predict.load_config(workdir)
+    saved = workdir_lib.load_config(workdir)
     given = config.copy_and_resolve_references()
     given.data.normalisation = "train"
     with pytest.raises(workdir_lib.WorkdirError, match="data.normalisation"):
@@ -237,7 +237,7 @@ def test_prediction_by_manifest_speaker_reproduces_the_evaluation(
         *(f"{p},{s}" for p, s in zip(paths, split.speakers, strict=True)),
     ]
     manifest.write_text("\n".join(lines) + "\n")
-    listed, speakers, _ = predict.collect([str(manifest)], "manifest")
+    listed, speakers, _ = prediction_io.collect([str(manifest)], "manifest")
     assert speakers == list(split.speakers)
     rows, skipped = predictor.predict_files(listed, speakers=speakers)
     assert skipped == []
@@ -263,7 +263,7 @@ def test_prediction_by_folder_takes_a_folder_as_one_speaker(speaker_run, tmp_pat
     for path, speaker in zip(paths, split.speakers, strict=True):
         os.makedirs(tmp_path / speaker, exist_ok=True)
         os.symlink(path, tmp_path / speaker / os.path.basename(path))
-    listed, speakers, _ = predict.collect([str(tmp_path)], "folder")
+    listed, speakers, _ = prediction_io.collect([str(tmp_path)], "folder")
     assert len(set(speakers)) == len(set(split.speakers))
     rows, _ = predictor.predict_files(listed, speakers=speakers)
     by_name = {os.path.basename(r["path"]): r for r in rows}

@@ -41,7 +41,7 @@ def mode_help() -> str:
 def exits():
     """(error, exit status, first words of its line, fold its newlines), in
     the order they are tried; any other error is a crash (status 1)."""
-    from mtl_ser import ensemble, errors, predict
+    from mtl_ser import ensemble, errors, prediction_io
     from mtl_ser.data import audio, corpora
     from mtl_ser.training import faults, preemption
 
@@ -49,7 +49,7 @@ def exits():
         (errors.ConfigError, EXIT_CONFIG, "Config error", False),
         (errors.WorkdirError, EXIT_CONFIG, "Workdir error", False),
         (errors.UsageError, EXIT_CONFIG, "Flag error", False),
-        (predict.InputError, EXIT_CONFIG, "Input error", False),
+        (prediction_io.InputError, EXIT_CONFIG, "Input error", False),
         (ensemble.EnsembleError, EXIT_CONFIG, "Ensemble error", False),
         (corpora.CorpusError, EXIT_CONFIG, "Corpus error", True),
         (audio.AudioError, EXIT_CONFIG, "Audio error", True),  # bad_audio="fail"

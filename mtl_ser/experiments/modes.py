@@ -14,7 +14,7 @@ from typing import Optional
 
 import jax
 
-from mtl_ser import cv, ensemble, predict, rescore, sweeps
+from mtl_ser import cv, ensemble, predict, prediction_io, rescore, sweeps
 from mtl_ser.data import corpora, splits, statistics, summary
 from mtl_ser.errors import ConfigError, UsageError
 from mtl_ser.outputs import report
@@ -80,7 +80,7 @@ def evaluate(given, options: Options) -> None:
     workdir = _workdir("evaluate", options)
     if options.eval_out:
         return _rescore(given, workdir, options.eval_out)
-    config = predict.load_config(workdir)
+    config = workdir_lib.load_config(workdir)
     workdir_lib.check_writable(workdir, "--workdir")  # Before any work.
     if given is not None:
         config = workdir_lib.evaluation_config(workdir, config, given.to_dict())
@@ -135,10 +135,12 @@ def predict_files(config, options: Options) -> None:
         raise UsageError(
             "--mode=predict needs wav files, folders or manifests after the flags"
         )
-    paths, speakers, skipped = predict.collect(options.inputs, options.predict_speaker)
+    paths, speakers, skipped = prediction_io.collect(
+        options.inputs, options.predict_speaker
+    )
     if not paths:
         reasons = "; ".join(f"{p}: {r}" for p, r in skipped)
-        raise predict.InputError(f"nothing to predict: {reasons}")
+        raise prediction_io.InputError(f"nothing to predict: {reasons}")
     out = options.predict_out or os.path.join(workdir, "predictions")
     predictor = predict.Predictor(workdir)
     if jax.process_index() == 0:  # Before any prediction is computed.
@@ -149,9 +151,9 @@ def predict_files(config, options: Options) -> None:
         workdir_lib.remove_if_empty(out)  # Made by check_writable: nothing in it.
         reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
         more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
-        raise predict.InputError(f"no file could be predicted: {reasons}{more}")
+        raise prediction_io.InputError(f"no file could be predicted: {reasons}{more}")
     if jax.process_index() == 0:
-        written = predict.write_predictions(out, predictor, rows, skipped)
+        written = prediction_io.write_predictions(out, predictor, rows, skipped)
         _print_predicted(predictor, rows, skipped, written)
 
 

@@ -260,7 +260,7 @@ def final_evaluation(exp, state, ckpt, workdir: str) -> dict:
 def evaluate_workdir(config, workdir: str) -> dict:
     """Evaluates a run's best (else latest) checkpoint; writes results.json.
 
-    `config` is the run's own (predict.load_config; workdir.evaluation_config).
+    `config` is the run's own (workdir_lib.load_config; workdir.evaluation_config).
 
     Raises:
       workdir_lib.WorkdirError: the run has no checkpoint (before any work).

@@ -15,6 +15,7 @@ import os
 import socket
 
 import jax
+import ml_collections
 from jax.experimental import multihost_utils
 
 from mtl_ser.errors import WorkdirError
@@ -65,7 +66,7 @@ EVALUATION_RUNTIME = (
 
 # Config fields added after workdirs were saved, with the value that gives the
 # behaviour from before they existed: a saved config without one reads as if
-# it had this value (resume checks, predict.load_config).
+# it had this value (resume checks, load_config).
 ADDED_FIELDS = {
     "train.ema_decay": 0.0,
     "model.deltas": 0,
@@ -99,6 +100,33 @@ def upgrade(saved: dict) -> dict:
     was = data.pop("normalize")
     data.setdefault("normalisation", "train" if was else "none")
     return {**saved, "data": data}
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was trained with (`<workdir>/config.json`), locked.
+
+    Fields newer than the run (workdir.ADDED_FIELDS) get the value of the
+    behaviour it was trained with, and renamed ones their new name
+    (workdir.upgrade).
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isdir(workdir):
+        raise WorkdirError(f"{workdir}: no such run folder")
+    if not os.path.isfile(path):
+        raise WorkdirError(
+            f"{workdir}: no config.json; is it the --workdir of a training run?"
+        )
+    try:
+        with open(path) as f:
+            config = ml_collections.ConfigDict(upgrade(json.load(f)))
+    except ValueError as e:
+        raise WorkdirError(f"{path}: not a config ({e})") from e
+    for key, value in ADDED_FIELDS.items():
+        section, field = key.split(".")
+        if section in config and field not in config[section]:
+            config[section][field] = value
+    config.lock()
+    return config
 
 
 class Lock:
@@ -238,7 +266,7 @@ def scored_difference(saved, given: dict, allowed: tuple = ()) -> list[str]:
 
 def evaluation_config(workdir: str, saved, given: dict):
     """The config that evaluates the run in `workdir`: its own (`saved`, as
-    predict.load_config reads it), with `given`'s EVALUATION_RUNTIME fields.
+    load_config reads it), with `given`'s EVALUATION_RUNTIME fields.
 
     Raises:
       WorkdirError: in one line, naming every field of `given` that would

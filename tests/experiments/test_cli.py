@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtl_ser import ensemble, errors, predict
+from mtl_ser import ensemble, errors, prediction_io
 from mtl_ser.data import audio, corpora
 from mtl_ser.experiments import cli
 from mtl_ser.training import faults, preemption
@@ -19,7 +19,7 @@ from mtl_ser.training import faults, preemption
             "Flag error: --mode=cv needs --workdir",
         ),
         (
-            predict.InputError("a.wav: no such file"),
+            prediction_io.InputError("a.wav: no such file"),
             2,
             "Input error: a.wav: no such file",
         ),

@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from mtl_ser import predict
 from mtl_ser.outputs import report
 from mtl_ser.training import loop
 from mtl_ser.training import workdir as workdir_lib
@@ -121,7 +120,7 @@ def test_a_run_without_a_checkpoint_or_a_folder_is_refused(trained, tmp_path):
 
 
 def test_evaluation_config_keeps_the_run_and_takes_only_runtime_fields(trained):
-    saved = predict.load_config(trained)
+    saved = workdir_lib.load_config(trained)
     given = saved.to_dict()
     given["data"]["eval_batch_size"] = 32
     given["weighting"]["name"] = "uncertainty"  # Not scored: the run's is kept.
@@ -131,7 +130,7 @@ def test_evaluation_config_keeps_the_run_and_takes_only_runtime_fields(trained):
     assert config.weighting.name == "equal" and config.optim.learning_rate != 0.5
     given["train"]["ema_decay"] = 0.99  # Scored: the averaged weights.
     with pytest.raises(workdir_lib.WorkdirError, match="train.ema_decay: 0.0 -> 0.99"):
-        workdir_lib.evaluation_config(trained, predict.load_config(trained), given)
+        workdir_lib.evaluation_config(trained, workdir_lib.load_config(trained), given)
 
 
 def _smoke_data(corpus_root):
@@ -172,7 +171,7 @@ def test_eval_out_on_the_runs_own_split_reproduces_its_scores(
     """The same data, the run's statistics and checkpoint: the same scores."""
     from mtl_ser import rescore
 
-    given = predict.load_config(trained)
+    given = workdir_lib.load_config(trained)
     results = rescore.rescore(trained, given, str(tmp_path / "same"), verbose=False)
     want = json.loads(_read(os.path.join(trained, "results.json")))["scalars"]
     assert results["scalars"] == pytest.approx(want, rel=1e-5, abs=1e-7)

@@ -39,11 +39,7 @@ def _check_arguments(num_speakers, utterances_per_speaker, seed, sample_rate):
     if not isinstance(num_speakers, int) or num_speakers < 2 or num_speakers % 2:
         raise ValueError(f"num_speakers must be an even int >= 2, got {num_speakers!r}")
     per = utterances_per_speaker
-    if (
-        not isinstance(per, int)
-        or per < len(EMOTIONS)
-        or per % len(EMOTIONS)
-    ):
+    if not isinstance(per, int) or per < len(EMOTIONS) or per % len(EMOTIONS):
         raise ValueError(
             f"utterances_per_speaker must be a positive multiple of "
             f"{len(EMOTIONS)}, got {per!r}"
