@@ -39,7 +39,7 @@ from absl import app, flags
 from benchmarks import common
 from benchmarks.features import settings_header
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import batches, cache, corpora, pipeline
+from mtl_ser.data import batches, cache, corpora, pipeline, run_data
 
 FLAGS = flags.FLAGS
 
@@ -143,7 +143,7 @@ def run(config, *, corpus_dir, workers, threads, batches_, warmup, step_steps):
     corpora.load_corpus(c.corpus)  # Generates the corpus (not timed).
     build = time_cache_build(c)
     tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
-    data = pipeline.build_data(c, tasks, verbose=False)  # A cache hit.
+    data = run_data.build_data(c, tasks, verbose=False)  # A cache hit.
     split = data.splits["train"]
     table = batches.crop_table(split)
     _, resident = batches.device_frames(table, max_bytes=2**40)

@@ -27,7 +27,7 @@ import numpy as np
 import tqdm
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import audio, cache, normalisation, pipeline, statistics
+from mtl_ser.data import audio, cache, normalisation, run_data, statistics
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import build, checkpointing, evaluate, sharding
 from mtl_ser.training import workdir as workdir_lib
@@ -317,7 +317,7 @@ def _stacked(stats: Sequence[tuple]) -> tuple:
     return tuple(np.stack([s[k] for s in stats]) for k in (0, 1))
 
 
-def _in_memory_split(mels, tasks, mode="train", band_stats=None) -> pipeline.SplitData:
+def _in_memory_split(mels, tasks, mode="train", band_stats=None) -> run_data.SplitData:
     """An unlabelled split of these log-mels, for evaluate.predict_split,
     standardised as a run normalised by `mode` standardises them: by
     `band_stats` when given, else, for a per-utterance mode, each log-mel by
@@ -327,7 +327,7 @@ def _in_memory_split(mels, tasks, mode="train", band_stats=None) -> pipeline.Spl
     store = _InMemoryStore(mels)
     if band_stats is None and mode in statistics.PER_UTTERANCE:
         band_stats = statistics.group_statistics(store, np.arange(n), np.arange(n))
-    return pipeline.SplitData(
+    return run_data.SplitData(
         band_stats=() if band_stats is None else tuple(band_stats),
         store=store,
         rows=np.arange(n),

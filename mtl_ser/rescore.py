@@ -18,7 +18,7 @@ import numpy as np
 
 from mtl_ser import predict
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import corpora, pipeline
+from mtl_ser.data import corpora, run_data
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import evaluate
 from mtl_ser.training import workdir as workdir_lib
@@ -51,8 +51,8 @@ def training_speakers(config) -> set:
     tasks = tasks_lib.make_tasks(
         config.tasks, config.emotion_classes, config.regression_loss
     )
-    kept = pipeline.labelled(corpora.load_corpus(config.corpus), tasks[0])
-    return {u.speaker for u in pipeline.split_utterances(config.split, kept)["train"]}
+    kept = run_data.labelled(corpora.load_corpus(config.corpus), tasks[0])
+    return {u.speaker for u in run_data.split_utterances(config.split, kept)["train"]}
 
 
 def rescore(workdir: str, given, out: str, *, verbose: bool = True) -> dict:
@@ -84,7 +84,7 @@ def rescore(workdir: str, given, out: str, *, verbose: bool = True) -> dict:
     workdir_lib.check_writable(out, "--eval_out")
     trained_on = training_speakers(saved)
     predictor = predict.Predictor(workdir, verbose=verbose)
-    data = pipeline.build_data(given, predictor.tasks, verbose=verbose)
+    data = run_data.build_data(given, predictor.tasks, verbose=verbose)
     scalars, confusion, speakers = {}, {}, {}
     for name in ("val", "test"):
         split = data.splits[name]

@@ -58,7 +58,7 @@ def layer(module):
         return "base"
     if parts[1] in EXPERIMENTS or parts[1] == "experiments":
         return "experiments"
-    if parts[1] == "predict":
+    if parts[1] in ("predict", "prediction_io"):
         return "outputs"
     return parts[1]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, cache, corpora, features, pipeline
+from mtl_ser.data import augment, cache, corpora, features, pipeline, run_data
 from mtl_ser.data.voice import synth
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checks, loop
@@ -44,7 +44,7 @@ def speed_config(smoke_config):
 
 @pytest.fixture
 def speed_data(speed_config):
-    return pipeline.build_data(speed_config, TASKS, verbose=False)
+    return run_data.build_data(speed_config, TASKS, verbose=False)
 
 
 def test_speed_perturbation_shortens_and_raises_a_tone():
@@ -142,7 +142,7 @@ def test_training_draws_every_copy_and_evaluation_only_the_original(
         np.testing.assert_array_equal(next(again)["db"], batch["db"])
 
     # Statistics and evaluation are those of the original features alone.
-    plain = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    plain = run_data.build_data(smoke_config, TASKS, verbose=False)
     np.testing.assert_array_equal(speed_data.mean, plain.mean)
     np.testing.assert_array_equal(speed_data.std, plain.std)
     for name in ("train", "val"):
@@ -220,7 +220,7 @@ def test_mel_domain_noise_matches_noise_added_to_the_waveform(source, snr_db):
 
 
 def test_noise_prob_zero_changes_nothing_and_one_adds_to_every_crop(smoke_config):
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     split, kw = data.splits["train"], dict(crop=64, batch_size=8, seed=2)
     plain = next(iter(pipeline.train_dataset(split, data, **kw)))["db"]
     bands = augment.white_noise_bands(**MEL)

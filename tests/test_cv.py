@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from mtl_ser.data import splits
+from mtl_ser.data import run_data, splits
 from mtl_ser.data.corpora.base import Utterance
 from mtl_ser.errors import ConfigError
 from mtl_ser.experiments import modes
@@ -214,7 +214,6 @@ def test_the_corpus_split_is_read_and_must_be_speaker_independent():
 
 def test_a_manifest_with_a_split_column_trains_on_its_own_split(smoke_config, tmp_path):
     from mtl_ser import tasks as tasks_lib
-    from mtl_ser.data import pipeline
 
     root = smoke_config.corpus.root
     split_of = {"spk04": "val", "spk05": "test"}
@@ -230,7 +229,7 @@ def test_a_manifest_with_a_split_column_trains_on_its_own_split(smoke_config, tm
     tasks = tasks_lib.make_tasks(
         "emotion,gender", "anger,happiness,neutral,sadness", "mse"
     )
-    data = pipeline.build_data(smoke_config, tasks, verbose=False)
+    data = run_data.build_data(smoke_config, tasks, verbose=False)
     assert {k: sorted(set(v.speakers)) for k, v in data.splits.items()} == {
         "train": ["spk00", "spk01", "spk02", "spk03"],
         "val": ["spk04"],

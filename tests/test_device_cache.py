@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import batches, inputs, pipeline
+from mtl_ser.data import batches, inputs, pipeline, run_data
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checks, experiment, sharding
 
@@ -25,7 +25,7 @@ TASKS = tasks_lib.make_tasks(
 )
 def test_device_crops_equal_the_host_crops(smoke_config, fixed, speed_factors):
     smoke_config.data.speed_factors = speed_factors
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     split = data.splits["train"]
     table = batches.crop_table(split)
     frames, resident = batches.device_frames(table, max_bytes=2**30)

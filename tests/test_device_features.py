@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import augment, batches, cache, features, inputs, pipeline
+from mtl_ser.data import augment, batches, cache, features, inputs, pipeline, run_data
 from mtl_ser.training import build, experiment, loop, sharding
 from mtl_ser.training import step as step_lib
 
@@ -36,7 +36,7 @@ LOSS_RTOL = 1e-5
 
 def _data(config, on_device: bool):
     config.data.features_on_device = on_device
-    return pipeline.build_data(config, TASKS, verbose=False)
+    return run_data.build_data(config, TASKS, verbose=False)
 
 
 def _device_x(batch, data, config):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import batches, cache, corpora, pipeline, splits
+from mtl_ser.data import batches, cache, corpora, pipeline, run_data, splits
 from mtl_ser.training import build, experiment
 
 TASKS = tasks_lib.make_tasks(
@@ -17,7 +17,7 @@ TASKS = tasks_lib.make_tasks(
 
 @pytest.fixture
 def data(smoke_config):
-    return pipeline.build_data(smoke_config, TASKS, verbose=False)
+    return run_data.build_data(smoke_config, TASKS, verbose=False)
 
 
 def test_splits_never_share_a_speaker(data, smoke_config):
@@ -303,7 +303,7 @@ def test_utterances_outside_the_classes_are_counted_not_lost_silently(
     smoke_config, capsys
 ):
     tasks = tasks_lib.make_tasks("emotion", "anger,sadness", "mse")
-    data = pipeline.build_data(smoke_config, tasks, verbose=True)
+    data = run_data.build_data(smoke_config, tasks, verbose=True)
     line = next(
         x for x in capsys.readouterr().out.splitlines() if x.startswith("Left out")
     )
@@ -366,7 +366,7 @@ def test_balanced_class_weights_make_every_class_weigh_the_same():
     emotion_ids = np.array([0, 0, 0, 0, 0, 1, 1, 2, 0, 0], np.int32)
     emotion_mask = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], np.float32)
     gender_ids = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 0], np.int32)
-    split = pipeline.SplitData(
+    split = run_data.SplitData(
         None,
         np.arange(10),
         tuple(f"u{i}" for i in range(10)),
@@ -375,7 +375,7 @@ def test_balanced_class_weights_make_every_class_weigh_the_same():
         {"emotion": emotion_mask, "gender": np.ones(10, np.float32),
          "arousal": np.ones(10, np.float32)},
     )  # fmt: skip
-    weighted = pipeline.class_balanced(split, TASKS).masks
+    weighted = run_data.class_balanced(split, TASKS).masks
     # n / (k * n_c): 8 labelled utterances of 3 present classes.
     want = [8 / 15] * 5 + [8 / 6] * 2 + [8 / 3] + [0, 0]
     np.testing.assert_allclose(weighted["emotion"], want, rtol=1e-6)
@@ -400,14 +400,14 @@ def test_config_class_weights_reach_the_training_split_only(smoke_config, monkey
 
     def spy(split, tasks):
         calls.append(len(split.rows))
-        return pipeline.SplitData(
+        return run_data.SplitData(
             split.store, split.rows, split.uids, split.speakers, split.labels,
             {k: 2.0 * v for k, v in split.masks.items()},
         )  # fmt: skip
 
-    monkeypatch.setattr(pipeline, "class_balanced", spy)
+    monkeypatch.setattr(run_data, "class_balanced", spy)
     smoke_config.data.class_weights = "balanced"
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     assert calls == [len(data.splits["train"].rows)]
     assert data.splits["train"].masks["emotion"].max() == 2.0
     assert data.splits["val"].masks["emotion"].max() == 1.0

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from mtl_ser import Predictor, predict, prediction_io
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import corpora, normalisation, pipeline
+from mtl_ser.data import corpora, normalisation, run_data
 from mtl_ser.training import evaluate, loop
 from mtl_ser.training import workdir as workdir_lib
 
@@ -42,7 +42,7 @@ def predictor(run):
 def test_files(run, predictor):
     """(test SplitData, its wav paths in split order)."""
     config = run[0]
-    data = pipeline.build_data(config, predictor.tasks, verbose=False)
+    data = run_data.build_data(config, predictor.tasks, verbose=False)
     path_of = {u.uid: u.path for u in corpora.load_corpus(config.corpus)}
     split = data.splits["test"]
     return split, [path_of[uid] for uid in split.uids]

@@ -15,7 +15,15 @@ import pytest
 
 from mtl_ser import Predictor, cv, prediction_io, sweeps
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import batches, corpora, inputs, pipeline, splits, statistics
+from mtl_ser.data import (
+    batches,
+    corpora,
+    inputs,
+    pipeline,
+    run_data,
+    splits,
+    statistics,
+)
 from mtl_ser.errors import ConfigError
 from mtl_ser.outputs import report
 from mtl_ser.training import build, checks, evaluate, loop
@@ -31,7 +39,7 @@ def _frames(split, rows):
 @pytest.mark.parametrize("mode", ["speaker", "utterance"])
 def test_statistics_are_those_of_the_group_frames(smoke_config, mode):
     smoke_config.data.normalisation = mode
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     seen = set()
     for split in data.splits.values():
         mean, std = split.band_stats
@@ -48,7 +56,7 @@ def test_statistics_are_those_of_the_group_frames(smoke_config, mode):
             seen.add(speaker)
     assert len(seen) == 6  # Every speaker of every split, the test's included.
     # The training split's statistics stay beside them (normalisation.json).
-    train = pipeline.band_statistics(data.splits["train"])
+    train = run_data.band_statistics(data.splits["train"])
     np.testing.assert_array_equal(data.mean, train[0])
 
 
@@ -80,10 +88,10 @@ def test_a_speaker_statistics_read_only_that_speaker_frames():
 
 def test_labels_do_not_enter_the_statistics(smoke_config):
     smoke_config.data.normalisation = "speaker"
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     balanced = smoke_config.copy_and_resolve_references()
     balanced.data.class_weights = "balanced"  # Other masks, same frames.
-    other = pipeline.build_data(balanced, TASKS, verbose=False)
+    other = run_data.build_data(balanced, TASKS, verbose=False)
     for name, split in data.splits.items():
         for a, b in zip(split.band_stats, other.splits[name].band_stats, strict=True):
             np.testing.assert_array_equal(a, b)
@@ -93,7 +101,7 @@ def test_labels_do_not_enter_the_statistics(smoke_config):
 def test_train_batches_carry_each_example_statistics(smoke_config, device_cache):
     smoke_config.data.normalisation = "speaker"
     smoke_config.data.speed_factors = (0.9,)
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     split = data.splits["train"]
     table = batches.crop_table(split)
     store = None
@@ -113,7 +121,7 @@ def test_train_batches_carry_each_example_statistics(smoke_config, device_cache)
 
 
 def test_train_normalisation_batches_are_unchanged(smoke_config):
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     split = data.splits["train"]
     assert split.band_stats == ()
     batch = next(
@@ -129,7 +137,7 @@ def test_train_normalisation_batches_are_unchanged(smoke_config):
 
 def test_evaluation_windows_use_each_utterance_statistics(smoke_config):
     smoke_config.data.normalisation = "utterance"
-    data = pipeline.build_data(smoke_config, TASKS, verbose=False)
+    data = run_data.build_data(smoke_config, TASKS, verbose=False)
     split = data.splits["test"]
     windows = pipeline.eval_windows(split, 32, 16)
     x = batches.window_inputs(split, data, windows, 32)
@@ -228,7 +236,7 @@ def test_prediction_by_manifest_speaker_reproduces_the_evaluation(
 ):
     config, workdir, _ = speaker_run
     predictor = Predictor(workdir, verbose=False)
-    data = pipeline.build_data(config, predictor.tasks, verbose=False)
+    data = run_data.build_data(config, predictor.tasks, verbose=False)
     split = data.splits["test"]
     paths = _test_paths(config, split)
     manifest = tmp_path / "list.csv"
@@ -257,7 +265,7 @@ def test_prediction_by_manifest_speaker_reproduces_the_evaluation(
 def test_prediction_by_folder_takes_a_folder_as_one_speaker(speaker_run, tmp_path):
     config, workdir, _ = speaker_run
     predictor = Predictor(workdir, verbose=False)
-    data = pipeline.build_data(config, predictor.tasks, verbose=False)
+    data = run_data.build_data(config, predictor.tasks, verbose=False)
     split = data.splits["test"]
     paths = _test_paths(config, split)
     for path, speaker in zip(paths, split.speakers, strict=True):

@@ -141,7 +141,7 @@ class CropTable:
 
 
 def crop_table(split) -> CropTable:
-    """The CropTable of a pipeline.SplitData's utterances and speed copies."""
+    """The CropTable of a run_data.SplitData's utterances and speed copies."""
     if split.waveforms:
         copies = [(c.store, c.rows) for c in split.waveforms]  # [0] the original.
     else:
@@ -209,7 +209,7 @@ def device_frames(table: CropTable, max_bytes: float) -> "tuple | None":
 
 def standardised_labels(split, target_stats: dict) -> dict:
     """The split's labels, regression targets standardised as the model learns
-    them (pipeline.Data.target_stats)."""
+    them (run_data.Data.target_stats)."""
     labels = dict(split.labels)
     for name, (mean, std) in target_stats.items():
         labels[name] = ((labels[name] - mean) / std).astype(np.float32)
@@ -353,7 +353,7 @@ def window_inputs(split, data, windows: np.ndarray, crop: int) -> np.ndarray:
 def band_statistics(split, data, utt: np.ndarray) -> tuple:
     """(mean, std) that standardise the split's utterances `utt` [b]: the
     split's own per utterance ([b, 1, F] each) if it has them, else the
-    training split's (pipeline.Data.mean/std, [F])."""
+    training split's (run_data.Data.mean/std, [F])."""
     if not split.band_stats:
         return data.mean, data.std
     return tuple(s[utt][:, None, :] for s in split.band_stats)

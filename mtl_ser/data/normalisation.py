@@ -1,7 +1,7 @@
 """The training split's normalisation statistics, saved beside the run.
 
 Prediction needs two things training computed from the training split only:
-the per-mel-band mean and std of the log-mels (`pipeline.Data.mean/std`) and
+the per-mel-band mean and std of the log-mels (`run_data.Data.mean/std`) and
 each regression target's mean and std (`Data.target_stats`: the model predicts
 standardised targets). Training writes them to `<workdir>/normalisation.json`:
 
@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import audio, pipeline
+from mtl_ser.data import audio, run_data
 from mtl_ser.data.corpora.base import CorpusError
 from mtl_ser.errors import ConfigError, WorkdirError
 from mtl_ser.files import write_json
@@ -27,7 +27,7 @@ from mtl_ser.files import write_json
 FILENAME = "normalisation.json"
 
 
-def to_json(data: pipeline.Data) -> dict:
+def to_json(data: run_data.Data) -> dict:
     """The statistics of `data` as a JSON-ready dict (see the module docstring)."""
     return {
         "mean": [float(v) for v in data.mean],
@@ -39,14 +39,14 @@ def to_json(data: pipeline.Data) -> dict:
     }
 
 
-def save(workdir: str, data: pipeline.Data):
+def save(workdir: str, data: run_data.Data):
     """Writes `<workdir>/normalisation.json` (process 0 only, atomically)."""
     write_json(os.path.join(workdir, FILENAME), to_json(data))
 
 
-def statistics_data(mean, std, target_stats: dict) -> pipeline.Data:
-    """A pipeline.Data with statistics and no splits (what prediction needs)."""
-    return pipeline.Data(
+def statistics_data(mean, std, target_stats: dict) -> run_data.Data:
+    """A run_data.Data with statistics and no splits (what prediction needs)."""
+    return run_data.Data(
         splits={},
         mean=np.asarray(mean, np.float32),
         std=np.asarray(std, np.float32),
@@ -55,7 +55,7 @@ def statistics_data(mean, std, target_stats: dict) -> pipeline.Data:
     )
 
 
-def load(workdir: str) -> "pipeline.Data | None":
+def load(workdir: str) -> "run_data.Data | None":
     """The statistics saved in `workdir`, or None when it has no file.
 
     Raises:
@@ -78,11 +78,11 @@ def load(workdir: str) -> "pipeline.Data | None":
         ) from e
 
 
-def load_or_rebuild(workdir: str, config, tasks, *, verbose=True) -> pipeline.Data:
+def load_or_rebuild(workdir: str, config, tasks, *, verbose=True) -> run_data.Data:
     """The run's statistics: saved in `workdir`, else rebuilt from its corpus.
 
     Rebuilding reads the corpus and its feature cache as training did
-    (`pipeline.build_data`); it gives the training statistics as long as the
+    (`run_data.build_data`); it gives the training statistics as long as the
     corpus has not changed since.
 
     Args:
@@ -92,7 +92,7 @@ def load_or_rebuild(workdir: str, config, tasks, *, verbose=True) -> pipeline.Da
       verbose: say when the statistics are rebuilt.
 
     Returns:
-      A pipeline.Data whose mean, std and target_stats are the run's (its
+      A run_data.Data whose mean, std and target_stats are the run's (its
       splits are empty when read from the file).
 
     Raises:
@@ -109,7 +109,7 @@ def load_or_rebuild(workdir: str, config, tasks, *, verbose=True) -> pipeline.Da
                 flush=True,
             )
         try:
-            data = pipeline.build_data(config, tasks, verbose=False)
+            data = run_data.build_data(config, tasks, verbose=False)
         except (CorpusError, ConfigError, audio.AudioError, OSError) as e:
             raise WorkdirError(
                 f"{path} not found, and the training corpus cannot rebuild the "
@@ -119,7 +119,7 @@ def load_or_rebuild(workdir: str, config, tasks, *, verbose=True) -> pipeline.Da
     return data
 
 
-def _check_fits(data: pipeline.Data, config, tasks, path: str):
+def _check_fits(data: run_data.Data, config, tasks, path: str):
     """Raises WorkdirError if the statistics do not match the config."""
     n_mels = config.features.n_mels
     if data.mean.shape != (n_mels,) or data.std.shape != (n_mels,):

@@ -3,7 +3,7 @@
 Every model input is (log-mel - mean) / std per mel band, with the statistics
 that `data.normalisation` names:
   - "train": those of every frame of the training split, for every utterance
-    (the default; pipeline.band_statistics, saved in normalisation.json);
+    (the default; run_data.band_statistics, saved in normalisation.json);
   - "speaker": those of every frame of the utterance's speaker in its split
     (speakers never span splits). It uses no label, but it reads a test
     speaker's audio before scoring it: it is transductive, and every output

@@ -2,10 +2,12 @@
 
 For `launch.py --mode=prepare`: a corpus of 10k files and two dozen speakers fits
 in about 30 lines of 88 columns. Durations come from each file's header
-(soundfile.info), so nothing is decoded.
+(soundfile.info), so nothing is decoded. Also the one-line counts a run
+prints of what it left out (`unlabelled`) and excluded (`excluded`).
 """
 
 import collections
+import re
 import statistics
 from typing import Iterable, Optional, Sequence
 
@@ -170,3 +172,43 @@ def _unreadable(seconds):
     return [
         f"{len(bad):,} unreadable file(s) (soundfile cannot open them), e.g. {bad[0]}"
     ]
+
+
+def unlabelled(task, utterances, kept) -> str:
+    """One line counting the utterances left out for want of a main-task label.
+
+    E.g. "Left out 196 of 535 utterances without a label among the classes of
+    task emotion: boredom 81, fear 69, disgust 46".
+    """
+    kept_ids = {u.uid for u in kept}
+    labels = collections.Counter(
+        str(u.labels.get(task.label_key, "(none)"))
+        for u in utterances
+        if u.uid not in kept_ids
+    )
+    counts = ", ".join(f"{label} {n}" for label, n in labels.most_common())
+    return (
+        f"Left out {len(utterances) - len(kept)} of {len(utterances)} utterances "
+        f"without a label among the classes of task {task.name}: {counts}"
+    )
+
+
+def excluded(excluded: Sequence[tuple], total: int) -> str:
+    """One line counting the excluded files by kind of problem.
+
+    E.g. "Excluded 3 of 51 audio files as unusable (see excluded.tsv): truncated
+    WAV file (2), empty file (1)".
+
+    Args:
+      excluded: (uid, path, reason) tuples, as Data.excluded.
+      total: the number of files there were.
+    """
+    # The kind is the reason without its particulars: "empty file (0 bytes)".
+    kinds = collections.Counter(
+        re.split(r" \(|;", reason)[0] for _, _, reason in excluded
+    )
+    counts = ", ".join(f"{kind} ({n})" for kind, n in kinds.most_common())
+    return (
+        f"Excluded {len(excluded)} of {total} audio files as unusable "
+        f"(see excluded.tsv): {counts}"
+    )

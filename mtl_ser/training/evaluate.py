@@ -51,8 +51,8 @@ def predict_split(
     Args:
       predict_fn: jitted eval_step(state, x) -> {task: [B, ...]} (replicated).
       state: the train state.
-      split: a pipeline.SplitData.
-      data: the pipeline.Data (normalisation).
+      split: a run_data.SplitData.
+      data: the run_data.Data (normalisation).
       mesh: the device mesh.
       crop, hop, batch_size: evaluation windowing and global batch size.
       fixed: one centre window per utterance instead of windows covering it.
@@ -153,7 +153,7 @@ def write_predictions(path: str, tasks, named: dict) -> None:
     Args:
       path: the .npz file, written atomically (temp + rename).
       tasks: the run's Tasks.
-      named: split name -> (pipeline.SplitData, predict_split's output in
+      named: split name -> (run_data.SplitData, predict_split's output in
         label units).
 
     The file holds, per split: `<split>/uids`, and per task

@@ -4,7 +4,7 @@ import grain
 import jax
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import batches, pipeline
+from mtl_ser.data import batches, pipeline, run_data
 from mtl_ser.training import build, checks, evaluate, sharding
 
 
@@ -21,7 +21,7 @@ class Experiment:
         checks.validate_config(config)
         self.config = c = config
         self.tasks = tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
-        self.data = pipeline.build_data(c, self.tasks, verbose=verbose)
+        self.data = run_data.build_data(c, self.tasks, verbose=verbose)
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         self.step_time_ms = None  # Set by a training run.
         # Validation runs only when there are validation speakers.

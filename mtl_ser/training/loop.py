@@ -11,6 +11,7 @@ from mtl_ser.data import (
     corpora,
     normalisation,
     pipeline,
+    run_data,
     statistics,
 )
 from mtl_ser.training import (
@@ -75,7 +76,7 @@ def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change)
         workdir_lib.save_config(workdir, config_dict)
         if jax.process_index() == 0:
             normalisation.save(workdir, exp.data)  # What prediction needs.
-            path = pipeline.write_excluded(workdir, exp.data)  # Or removes one.
+            path = run_data.write_excluded(workdir, exp.data)  # Or removes one.
             if path:
                 print(f"Unusable files listed in {path}", flush=True)
         ckpt = checkpointing.Checkpointer(

@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import cache, pipeline
+from mtl_ser.data import cache, pipeline, run_data
 from mtl_ser.data.audio import AudioError
 from mtl_ser.data.corpora import synthetic
 from mtl_ser.training import loop
@@ -198,7 +198,7 @@ def test_awkward_files_are_resampled_downmixed_and_padded(
 ):
     config = _config(smoke_config, bad_corpus)
     tasks = tasks_lib.make_tasks(config.tasks, config.emotion_classes, "mse")
-    data = pipeline.build_data(config, tasks, verbose=False)
+    data = run_data.build_data(config, tasks, verbose=False)
     split_of = {u: name for name, s in data.splits.items() for u in s.uids}
     assert not set(BAD) & set(split_of)
     assert len(split_of) == 48 - len(BAD)
@@ -260,7 +260,7 @@ def test_fail_mode_stops_at_the_first_bad_file_before_training(
     # A cache built while excluding records the exclusions; "fail" still fails.
     config.data.bad_audio = "exclude"
     tasks = tasks_lib.make_tasks(config.tasks, config.emotion_classes, "mse")
-    pipeline.build_data(config, tasks, verbose=False)
+    run_data.build_data(config, tasks, verbose=False)
     computed.clear()
     config.data.bad_audio = "fail"
     with pytest.raises(AudioError, match=f"^{first}: empty file.*feature cache"):

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mtl_ser import tasks as tasks_lib
-from mtl_ser.data import pipeline
+from mtl_ser.data import pipeline, run_data
 from mtl_ser.training import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -138,7 +138,7 @@ def train_split(corpus_root):
     tasks = tasks_lib.make_tasks(
         config.tasks, config.emotion_classes, config.regression_loss
     )
-    data = pipeline.build_data(config, tasks, verbose=False)
+    data = run_data.build_data(config, tasks, verbose=False)
     return data.splits["train"], data
 
 
