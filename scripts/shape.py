@@ -27,7 +27,7 @@ FORBIDDEN = {
     "experiments": set(),
     "configs": set(),
 }
-EXPERIMENTS = {"cv", "sweeps", "ensemble", "rescore"}
+EXPERIMENTS = {"cv", "sweeps", "paired", "ensemble", "rescore"}
 
 
 def python_files(root):

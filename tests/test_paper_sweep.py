@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mtl_ser import cv, sweeps
+from mtl_ser import cv, paired, sweeps
 from mtl_ser.data import splits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +92,7 @@ def test_cv_variants_are_averaged_over_folds_and_seeds(tmp_path):
 
 def test_paired_comparison_averages_seeds_per_fold(tmp_path):
     runs = _fake_cv_sweep(tmp_path)
-    (c,) = sweeps.paired(runs, [("mtl", "stl")], "test/ua/emotion")
+    (c,) = paired.paired(runs, [("mtl", "stl")], "test/ua/emotion")
     mtl = np.mean([_UAS[("mtl", 0)], _UAS[("mtl", 1)]], axis=0)
     stl = np.mean([_UAS[("stl", 0)], _UAS[("stl", 1)]], axis=0)
     assert [u["unit"] for u in c["units"]] == [f"fold{i}" for i in range(5)]
@@ -101,7 +101,7 @@ def test_paired_comparison_averages_seeds_per_fold(tmp_path):
     # MTL is better on all five folds: the exact two-sided p is 2 / 2**5.
     assert (c["wins"], c["losses"], c["ties"]) == (5, 0, 0)
     assert c["p_value"] == pytest.approx(0.0625)
-    text = sweeps.paired_markdown([c])
+    text = paired.markdown([c])
     assert "| fold0 | 0.5100 | 0.6100 | +0.1000 |" in text
     assert "better on 5, worse on 0, equal on 0 of 5" in text
 
@@ -114,11 +114,11 @@ def test_paired_comparison_of_single_runs_pairs_seeds(tmp_path):
             run_dir = str(tmp_path / sweeps.variant_name(overrides))
             _write_results(run_dir, ua)
             runs.append((overrides, run_dir))
-    (c,) = sweeps.paired(runs, [("mtl", "stl")], "test/ua/emotion")
+    (c,) = paired.paired(runs, [("mtl", "stl")], "test/ua/emotion")
     assert [u["unit"] for u in c["units"]] == ["seed=0", "seed=1", "seed=2"]
     assert (c["wins"], c["losses"], c["ties"]) == (1, 1, 1)
     with pytest.raises(ValueError, match="mtl vs vgg_stl: no models in common"):
-        sweeps.paired(runs, [("mtl", "vgg_stl")], "test/ua/emotion")
+        paired.paired(runs, [("mtl", "vgg_stl")], "test/ua/emotion")
 
 
 def test_gallery_links_the_first_runs_figures(tmp_path):

@@ -14,7 +14,7 @@ from typing import Optional
 
 import jax
 
-from mtl_ser import cv, ensemble, predict, prediction_io, rescore, sweeps
+from mtl_ser import cv, ensemble, paired, predict, prediction_io, rescore, sweeps
 from mtl_ser.data import corpora, splits, statistics, summary
 from mtl_ser.errors import ConfigError, UsageError
 from mtl_ser.outputs import report
@@ -238,7 +238,7 @@ def _sweep_tables(module, arg: str, runs, workdir: str) -> None:
     pairs = pairs(arg) if callable(pairs) else pairs
     if pairs:
         metric = getattr(module, "PAIRED_METRIC", metrics[0])
-        sections.append(sweeps.paired_markdown(sweeps.paired(runs, pairs, metric)))
+        sections.append(paired.markdown(paired.paired(runs, pairs, metric)))
     figures = getattr(module, "FIGURES", ())
     if figures:
         sections.append(sweeps.gallery_markdown(runs, workdir, figures))
