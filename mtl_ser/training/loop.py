@@ -2,6 +2,7 @@
 
 import os
 import time
+from typing import NamedTuple
 
 import jax
 from tqdm import tqdm
@@ -107,6 +108,59 @@ def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change)
     return results
 
 
+class _Due(NamedTuple):
+    """What a step is due for, besides training."""
+
+    save: bool  # A checkpoint: every train.checkpoint_every, the end, a stop.
+    evaluate: bool  # Validation: every train.eval_every and the end.
+    log: bool  # Metrics: every train.log_every, and whenever the two above are.
+
+
+def _due(train_cfg, done: int, end: int, stop_at, stop, has_val: bool) -> _Due:
+    t = train_cfg
+    save = done % t.checkpoint_every == 0 or done in (end, stop_at) or stop is not None
+    evaluate = (done % t.eval_every == 0 or done == end) and not stop and has_val
+    return _Due(save, evaluate, save or evaluate or done % t.log_every == 0)
+
+
+class _Throughput:
+    """Samples/s between log steps, and the mean step time of the session;
+    compilation (the first interval), evaluation and saving left out."""
+
+    def __init__(self, start: int, batch_size: int):
+        self.start, self.batch_size = start, batch_size
+        self.last_step, self.last_time = start, time.perf_counter()
+        self.steps, self.seconds = 0, 0.0
+
+    def lap(self, done: int) -> float:
+        now = time.perf_counter()
+        rate = (done - self.last_step) * self.batch_size / (now - self.last_time)
+        if self.last_step > self.start:  # The first interval holds the compilation.
+            self.steps += done - self.last_step
+            self.seconds += now - self.last_time
+        self.last_step, self.last_time = done, now
+        return rate
+
+    def restart(self) -> None:
+        """After work that is not a step (evaluation, saving)."""
+        self.last_time = time.perf_counter()
+
+    def mean_step_ms(self):
+        return 1e3 * self.seconds / self.steps if self.steps else None
+
+
+def _progress_bar(train_cfg, start: int, end: int):
+    if start < end and jax.process_index() == 0:
+        print("Compiling the train step (the first step waits for it) ...", flush=True)
+    return tqdm(
+        total=end,
+        initial=start,
+        disable=not train_cfg.progress_bar or jax.process_index() != 0,
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+
 class _Loop:
     """The step loop of one training session and what it talks to."""
 
@@ -119,76 +173,62 @@ class _Loop:
 
         Raises Preempted after saving when a stop was requested.
         """
-        exp, ckpt, writer = self.exp, self.ckpt, self.writer
-        c = exp.config
+        exp, c = self.exp, self.exp.config
         start, end = int(jax.device_get(state.step)), c.train.num_steps
-        bar = tqdm(
-            total=end,
-            initial=start,
-            disable=not c.train.progress_bar or jax.process_index() != 0,
-            unit="step",
-            dynamic_ncols=True,
-        )
-        if start < end and jax.process_index() == 0:
-            print(
-                "Compiling the train step (the first step waits for it) ...", flush=True
-            )
-        last_step, last_time = start, time.perf_counter()
-        timed_steps, timed_seconds = 0, 0.0  # Excludes compilation, eval, saving.
+        self.bar = _progress_bar(c.train, start, end)
+        self.throughput = _Throughput(start, exp.batch_size)
         for done in range(start + 1, end + 1):
             batch = sharding.from_process_local(next(train_iter), exp.mesh)
             with jax.transfer_guard("disallow"):
                 state, metrics = exp.train_fn(state, batch, exp.store)
-            bar.update(1)
+            self.bar.update(1)
             stop = self.stops.requested(done)
-            save = done % c.train.checkpoint_every == 0 or done in (end, stop_at)
-            save = save or stop is not None
-            run_eval = (done % c.train.eval_every == 0 or done == end) and not stop
-            run_eval = run_eval and exp.has_val
-            if save or run_eval or done % c.train.log_every == 0:
-                metrics = jax.device_get(metrics)
-                metrics["train/param_norm"] = jax.device_get(
-                    exp.param_norm_fn(state.params)
-                )
-                self.check_faults(state)  # Before anything is saved.
-                self.lock.refresh()
-                now = time.perf_counter()
-                metrics["train/samples_per_sec"] = (
-                    (done - last_step) * exp.batch_size / (now - last_time)
-                )
-                if last_step > start:  # The first interval holds the compilation.
-                    timed_steps += done - last_step
-                    timed_seconds += now - last_time
-                last_step, last_time = done, now
-                writer.write(done, metrics)
-                bar.set_postfix(
-                    loss=f"{metrics['train/loss/total']:.3f}",
-                    samples_per_s=f"{metrics['train/samples_per_sec']:.0f}",
-                )
-            if run_eval:
-                scalars, _ = exp.evaluate(state, "val", "val")
-                writer.write(done, scalars)
-                if c.train.evaluate_at == "best":
-                    ckpt.save_best(done, state, scalars)
-                if jax.process_index() == 0:  # tqdm.write ignores `disable`.
-                    bar.write(
-                        f"step {done}: {c.train.best_metric} = "
-                        f"{scalars[c.train.best_metric]:.4f}"
-                    )
-            if save:
-                ckpt.save_latest(done, state, train_iter, c.to_dict())
-            if run_eval or save:
-                last_time = time.perf_counter()  # Time steps only.
+            due = _due(c.train, done, end, stop_at, stop, exp.has_val)
+            if due.log:
+                self.log(done, state, metrics)
+            if due.evaluate:
+                self.evaluate(done, state)
+            if due.save:
+                self.ckpt.save_latest(done, state, train_iter, c.to_dict())
+            if due.evaluate or due.save:
+                self.throughput.restart()
             if stop is not None:
-                bar.close()
-                ckpt.wait()
+                self.bar.close()
+                self.ckpt.wait()
                 raise preemption.Preempted(done, stop)
             if done == stop_at:
-                bar.close()
+                self.bar.close()
                 return None
-        bar.close()
-        exp.step_time_ms = 1e3 * timed_seconds / timed_steps if timed_steps else None
+        self.bar.close()
+        exp.step_time_ms = self.throughput.mean_step_ms()
         return state
+
+    def log(self, done: int, state, metrics) -> None:
+        """Writes the step's metrics, after checking it was finite."""
+        metrics = jax.device_get(metrics)
+        norm = self.exp.param_norm_fn(state.params)
+        metrics["train/param_norm"] = jax.device_get(norm)
+        self.check_faults(state)  # Before anything is saved.
+        self.lock.refresh()
+        metrics["train/samples_per_sec"] = self.throughput.lap(done)
+        self.writer.write(done, metrics)
+        self.bar.set_postfix(
+            loss=f"{metrics['train/loss/total']:.3f}",
+            samples_per_s=f"{metrics['train/samples_per_sec']:.0f}",
+        )
+
+    def evaluate(self, done: int, state) -> None:
+        """Validation metrics, and the best checkpoint when they are best."""
+        c = self.exp.config
+        scalars, _ = self.exp.evaluate(state, "val", "val")
+        self.writer.write(done, scalars)
+        if c.train.evaluate_at == "best":
+            self.ckpt.save_best(done, state, scalars)
+        if jax.process_index() == 0:  # tqdm.write ignores `disable`.
+            self.bar.write(
+                f"step {done}: {c.train.best_metric} = "
+                f"{scalars[c.train.best_metric]:.4f}"
+            )
 
     def check_faults(self, state):
         """Stops the run (after a diagnostic) on a non-finite step; see faults."""
