@@ -147,20 +147,20 @@ def build_steps(
     parts = _parts(c, tasks, steps_per_epoch=steps_per_epoch, method=method)
     state, state_sharding = state_lib.create_state(c.seed, mesh, parts.init_fn)
     repl = sharding.replicated(mesh)
+    spec = step_lib.StepSpec(
+        model=parts.model,
+        tasks=tuple(tasks),
+        tx=parts.tx,
+        method=parts.method,
+        schedule=optim.make_schedule(c.optim, c.train.num_steps),
+        rep_grad=parts.rep_grad,
+        per_task_grads=c.weighting.per_task_grads,
+        skip_nonfinite=c.train.on_nonfinite == "skip",
+        inputs=input_spec(c, stats),
+        ema_decay=c.train.ema_decay,
+    )
     train_fn = jax.jit(  # (state, batch, device store or None).
-        functools.partial(
-            step_lib.train_step,
-            model=parts.model,
-            tasks=tasks,
-            tx=parts.tx,
-            method=parts.method,
-            schedule=optim.make_schedule(c.optim, c.train.num_steps),
-            rep_grad=parts.rep_grad,
-            per_task_grads=c.weighting.per_task_grads,
-            skip_nonfinite=c.train.on_nonfinite == "skip",
-            inputs=input_spec(c, stats),
-            ema_decay=c.train.ema_decay,
-        ),
+        functools.partial(step_lib.train_step, spec=spec),
         in_shardings=(state_sharding, sharding.batch_sharding(mesh), repl),
         out_shardings=(state_sharding, repl),
         donate_argnums=0,

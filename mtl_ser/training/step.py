@@ -1,5 +1,8 @@
 """The jitted train and eval steps (pure, module level; bound with partial)."""
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,22 +35,39 @@ def _record_faults(faults, finite, step, losses, grad_norm):
     }
 
 
-def train_step(
-    state,
-    batch,
-    store,
-    *,
-    model,
-    tasks,
-    tx,
-    method,
-    schedule,
-    rep_grad: bool = False,
-    per_task_grads: str = "vmap",
-    skip_nonfinite: bool = False,
-    inputs: "inputs_lib.InputSpec | None" = None,
-    ema_decay: float = 0.0,
-):
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """What a train step is made of; static, bound with functools.partial.
+
+    Attributes:
+      model, tasks, tx, method, schedule: the model, its tasks, the optax
+        optimizer, the weighting Method and the learning-rate schedule.
+      rep_grad: gradient methods: per-task gradients of the representation.
+      per_task_grads: gradient methods: "vmap" (one batched backward pass over
+        the T tasks) or "loop" (T backward passes in sequence, less memory).
+      skip_nonfinite: a step whose losses or gradients are not all finite is
+        never applied (the step counter still advances). If False, it also
+        freezes every later step, so the state stays the last finite one until
+        the loop stops the run; if True, later finite steps go on ("skip").
+      inputs: the InputSpec that makes the model input [B, T, F, 1]; None
+        only for batches that carry their "x".
+      ema_decay: the decay of the state's moving averages of the model's
+        variables, when it keeps them (state.ema).
+    """
+
+    model: Any
+    tasks: tuple
+    tx: Any
+    method: Any
+    schedule: Any
+    rep_grad: bool = False
+    per_task_grads: str = "vmap"
+    skip_nonfinite: bool = False
+    inputs: "inputs_lib.InputSpec | None" = None
+    ema_decay: float = 0.0
+
+
+def train_step(state, batch, store, *, spec: StepSpec):
     """One optimizer step on a (sharded) global batch.
 
     Loss-based methods differentiate their scalarised total once. Gradient-based
@@ -61,33 +81,16 @@ def train_step(
         [B]}) and what the model input is made of (data/inputs.py), or "x".
       store: the training split's log-mels resident on the devices
         (data.device_cache), replicated; None otherwise.
-      model, tasks, tx, method, schedule: static, bound with functools.partial.
-      rep_grad: gradient methods: per-task gradients of the representation.
-      per_task_grads: gradient methods: "vmap" (one batched backward pass over
-        the T tasks) or "loop" (T backward passes in sequence, less memory).
-      skip_nonfinite: a step whose losses or gradients are not all finite is
-        never applied (the step counter still advances). If False, it also
-        freezes every later step, so the state stays the last finite one until
-        the loop stops the run; if True, later finite steps go on ("skip").
-      inputs: the InputSpec that makes the model input [B, T, F, 1]; None
-        only for batches that carry their "x".
-      ema_decay: the decay of the state's moving averages of the model's
-        variables, when it keeps them (state.ema).
+      spec: the StepSpec.
 
     Returns:
       (new state, metrics dict of scalars named split/metric/task). For
       gradient methods, `train/loss/total` is sum_t weights[t] * L_t.
     """
     rng = jax.random.fold_in(state.rng, state.step)  # Dropout.
-    x = inputs_lib.model_inputs(batch, store, _inputs_rng(rng), inputs)
+    x = inputs_lib.model_inputs(batch, store, _inputs_rng(rng), spec.inputs)
     batch = {"x": x, "labels": batch["labels"], "masks": batch["masks"]}
-    kwargs = dict(model=model, tasks=tasks, method=method)
-    if not method.needs_grads:
-        grad_fn = grads_lib.loss_based_grads
-    else:
-        grad_fn = grads_lib.rep_grads if rep_grad else grads_lib.param_grads
-        kwargs["per_task_grads"] = per_task_grads
-    total, grads, aux, stats = grad_fn(state, batch, rng, **kwargs)
+    total, grads, aux, stats = _gradients(spec, state, batch, rng)
     losses, weights, weighting_state, batch_stats = aux
     # One pass over the gradients gives the metric, the finiteness check and
     # the clipping norm (optim.clip_by_global_norm takes it as global_norm).
@@ -96,36 +99,38 @@ def train_step(
     finite = (
         jnp.all(jnp.isfinite(losses)) & jnp.isfinite(total) & jnp.isfinite(global_norm)
     )
-    ok = finite if skip_nonfinite else finite & (state.faults["first_step"] < 0)
-    params, opt_state = _apply_if(ok, tx, grads, state, global_norm)
-    if method.after_step is not None:
+    ok = finite if spec.skip_nonfinite else finite & (state.faults["first_step"] < 0)
+    params, opt_state = _apply_if(ok, spec.tx, grads, state, global_norm)
+    if spec.method.after_step is not None:
         weighting_state = _after_step(
-            method,
-            model,
-            tasks,
-            state,
-            params,
-            batch,
-            rng,
-            weighting_state,
-            losses,
+            spec, state, params, batch, rng, weighting_state, losses
         )
     grad_norm = jnp.sqrt(model_sq)
     new_state = _next_state(
         state, ok, finite, params, opt_state, batch_stats, weighting_state,
-        losses, grad_norm, ema_decay,
+        losses, grad_norm, spec.ema_decay,
     )  # fmt: skip
     metrics = {
         "train/loss/total": total,
         "train/grad_norm": grad_norm,
-        "train/lr": schedule(state.step),
+        "train/lr": spec.schedule(state.step),
         "train/skipped_steps": new_state.faults["skipped"],
         **stats,
     }
-    for i, task in enumerate(tasks):
+    for i, task in enumerate(spec.tasks):
         metrics[f"train/loss/{task.name}"] = losses[i]
         metrics[f"train/weight/{task.name}"] = weights[i]
     return new_state, metrics
+
+
+def _gradients(spec: StepSpec, state, batch, rng):
+    """(total, grads, (losses, weights, weighting state, batch_stats), extra
+    metrics) of the batch, the way the weighting method asks for them."""
+    kwargs = dict(model=spec.model, tasks=spec.tasks, method=spec.method)
+    if not spec.method.needs_grads:
+        return grads_lib.loss_based_grads(state, batch, rng, **kwargs)
+    grad_fn = grads_lib.rep_grads if spec.rep_grad else grads_lib.param_grads
+    return grad_fn(state, batch, rng, per_task_grads=spec.per_task_grads, **kwargs)
 
 
 def _next_state(
@@ -174,14 +179,19 @@ def _apply_if(ok, tx, grads, state, global_norm):
     return jax.lax.cond(ok, apply, keep, (grads, state.params, state.opt_state))
 
 
-def _after_step(method, model, tasks, state, params, batch, rng, w_state, losses):
+def _after_step(spec: StepSpec, state, params, batch, rng, w_state, losses):
     """FAMO's update of its state from the same batch's losses under the new
     params (the same dropout mask and BN mode)."""
     outputs, _, _ = grads_lib.apply_model(
-        model, state.replace(params=params), params, batch["x"], train=True, rng=rng
+        spec.model,
+        state.replace(params=params),
+        params,
+        batch["x"],
+        train=True,
+        rng=rng,
     )
-    after = jax.lax.stop_gradient(grads_lib.task_losses(tasks, outputs, batch))
-    return method.after_step(params["weighting"], w_state, losses, after)
+    after = jax.lax.stop_gradient(grads_lib.task_losses(spec.tasks, outputs, batch))
+    return spec.method.after_step(params["weighting"], w_state, losses, after)
 
 
 def eval_step(state, x, *, model, tasks):
