@@ -132,42 +132,7 @@ def cv_folds(
         groups for the protocol.
     """
     speakers = sorted({u.speaker for u in utterances})
-    if protocol == "speaker":
-        _need(len(speakers) >= 3, "split.protocol='speaker'", len(speakers), 3)
-        groups = [(s, (s,)) for s in speakers]
-    elif protocol == "kfold":
-        _need(
-            len(speakers) >= num_folds,
-            f"split.folds={num_folds}",
-            len(speakers),
-            num_folds,
-        )
-        if num_folds < 3:
-            raise ConfigError(f"split.folds={num_folds}: must be >= 3")
-        groups = [(f"fold{i}", tuple(speakers[i::num_folds])) for i in range(num_folds)]
-    elif protocol == "group":
-        by_group = {}
-        for u in utterances:
-            by_group.setdefault(u.group, set()).add(u.speaker)
-        if "" in by_group:
-            raise ConfigError(
-                "split.protocol='group': this corpus has utterances without a "
-                "group; use 'speaker' or 'kfold'"
-            )
-        names = sorted(by_group)
-        groups = [(g, tuple(sorted(by_group[g]))) for g in names]
-        _need(
-            len(groups) >= (2 if within_group else 3),
-            "split.protocol='group'",
-            len(groups),
-            2 if within_group else 3,
-            unit="groups",
-        )
-    else:
-        raise ConfigError(
-            f"split.protocol={protocol!r}: cross-validation needs one of "
-            f"{PROTOCOLS[len(SINGLE_SPLITS) :]}"
-        )
+    groups = _held_out_groups(utterances, speakers, protocol, num_folds, within_group)
     folds = []
     for i, (name, members) in enumerate(groups):
         if protocol == "group" and within_group:
@@ -187,6 +152,42 @@ def cv_folds(
         assert not set(fold.val_speakers) & set(fold.test_speakers), fold
         assert set(speakers) - held_out, fold  # Someone trains.
     return folds
+
+
+def _held_out_groups(utterances, speakers, protocol, num_folds, within_group):
+    """[(fold name, its speakers)]: what each fold of `protocol` holds out."""
+    if protocol == "speaker":
+        _need(len(speakers) >= 3, "split.protocol='speaker'", len(speakers), 3)
+        return [(s, (s,)) for s in speakers]
+    if protocol == "kfold":
+        _need(
+            len(speakers) >= num_folds,
+            f"split.folds={num_folds}",
+            len(speakers),
+            num_folds,
+        )
+        if num_folds < 3:
+            raise ConfigError(f"split.folds={num_folds}: must be >= 3")
+        return [(f"fold{i}", tuple(speakers[i::num_folds])) for i in range(num_folds)]
+    if protocol != "group":
+        raise ConfigError(
+            f"split.protocol={protocol!r}: cross-validation needs one of "
+            f"{PROTOCOLS[len(SINGLE_SPLITS) :]}"
+        )
+    by_group = {}
+    for u in utterances:
+        by_group.setdefault(u.group, set()).add(u.speaker)
+    if "" in by_group:
+        raise ConfigError(
+            "split.protocol='group': this corpus has utterances without a "
+            "group; use 'speaker' or 'kfold'"
+        )
+    groups = [(g, tuple(sorted(by_group[g]))) for g in sorted(by_group)]
+    need = 2 if within_group else 3
+    _need(
+        len(groups) >= need, "split.protocol='group'", len(groups), need, unit="groups"
+    )
+    return groups
 
 
 def _need(ok: bool, field: str, have: int, need: int, unit: str = "speakers"):
