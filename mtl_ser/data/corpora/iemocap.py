@@ -145,26 +145,8 @@ def load_with_summary(
             if raw not in class_map:
                 dropped[raw] += 1
                 continue
-            dialog = uid.rsplit("_", 1)[0]
-            path = os.path.join(session_dir, "sentences", "wav", dialog, f"{uid}.wav")
-            if not os.path.isfile(path):
-                raise CorpusError(f"{where}: {uid} has no audio file {path}")
-            gender = _GENDERS[match.group(4)]
             utterances.append(
-                Utterance(
-                    uid=uid,
-                    path=path,
-                    speaker=f"Ses{match.group(1)}{match.group(4)}",
-                    group=f"Ses{match.group(1)}",
-                    gender=gender,
-                    labels={
-                        "emotion": class_map[raw],
-                        "gender": gender,
-                        "valence": vad[0],
-                        "arousal": vad[1],
-                        "dominance": vad[2],
-                    },
-                )
+                _utterance(session_dir, where, match, class_map[raw], vad)
             )
     if not utterances:
         raise CorpusError(
@@ -173,6 +155,30 @@ def load_with_summary(
         )
     utterances.sort(key=lambda u: u.uid)
     return utterances, dropped
+
+
+def _utterance(session_dir: str, where: str, match, emotion: str, vad) -> Utterance:
+    """The Utterance of a label line (`match`: its id), checking its wav."""
+    uid = match.group(0)
+    dialog = uid.rsplit("_", 1)[0]
+    path = os.path.join(session_dir, "sentences", "wav", dialog, f"{uid}.wav")
+    if not os.path.isfile(path):
+        raise CorpusError(f"{where}: {uid} has no audio file {path}")
+    gender = _GENDERS[match.group(4)]
+    return Utterance(
+        uid=uid,
+        path=path,
+        speaker=f"Ses{match.group(1)}{match.group(4)}",
+        group=f"Ses{match.group(1)}",
+        gender=gender,
+        labels={
+            "emotion": emotion,
+            "gender": gender,
+            "valence": vad[0],
+            "arousal": vad[1],
+            "dominance": vad[2],
+        },
+    )
 
 
 def load(
