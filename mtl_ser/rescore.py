@@ -10,16 +10,15 @@ They name the speakers scored and those of them the run trained on: scores of
 a speaker the model has heard are no speaker-independent figure.
 """
 
-import json
 import os
 
-import jax
 import numpy as np
 
 from mtl_ser import predict
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import corpora, run_data
 from mtl_ser.errors import ConfigError
+from mtl_ser.files import write_json
 from mtl_ser.training import evaluate
 from mtl_ser.training import workdir as workdir_lib
 
@@ -85,6 +84,26 @@ def rescore(workdir: str, given, out: str, *, verbose: bool = True) -> dict:
     trained_on = training_speakers(saved)
     predictor = predict.Predictor(workdir, verbose=verbose)
     data = run_data.build_data(given, predictor.tasks, verbose=verbose)
+    scalars, confusion, speakers = _scores(predictor, data, saved)
+    scored = {s for names in speakers.values() for s in names}
+    results = {
+        "run": os.path.abspath(workdir),
+        "checkpoint": dict(zip(("kind", "step"), predictor.checkpoint, strict=True)),
+        "corpus": {"name": given.corpus.name, "root": given.corpus.root},
+        "speakers": speakers,
+        "seen_in_training": sorted(scored & trained_on),
+        "scalars": scalars,
+        "confusion": {k: {t: np.asarray(m).tolist() for t, m in v.items()}
+                      for k, v in confusion.items()},
+        "classes": {t.name: list(t.classes) for t in predictor.tasks if t.classes},
+    }  # fmt: skip
+    write_json(os.path.join(out, FILENAME), results)  # Process 0 only.
+    return results
+
+
+def _scores(predictor, data, saved) -> tuple[dict, dict, dict]:
+    """(scalars, confusion, speakers scored) of the run on data's val and test
+    splits, standardised by the run's own training statistics."""
     scalars, confusion, speakers = {}, {}, {}
     for name in ("val", "test"):
         split = data.splits[name]
@@ -104,23 +123,7 @@ def rescore(workdir: str, given, out: str, *, verbose: bool = True) -> dict:
         scalars.update(s)
         confusion[name] = conf
         speakers[name] = sorted(set(split.speakers))
-    scored = {s for names in speakers.values() for s in names}
-    results = {
-        "run": os.path.abspath(workdir),
-        "checkpoint": dict(zip(("kind", "step"), predictor.checkpoint, strict=True)),
-        "corpus": {"name": given.corpus.name, "root": given.corpus.root},
-        "speakers": speakers,
-        "seen_in_training": sorted(scored & trained_on),
-        "scalars": scalars,
-        "confusion": {k: {t: np.asarray(m).tolist() for t, m in v.items()}
-                      for k, v in confusion.items()},
-        "classes": {t.name: list(t.classes) for t in predictor.tasks if t.classes},
-    }  # fmt: skip
-    if jax.process_index() == 0:
-        with open(os.path.join(out, FILENAME + ".tmp"), "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(os.path.join(out, FILENAME + ".tmp"), os.path.join(out, FILENAME))
-    return results
+    return scalars, confusion, speakers
 
 
 def speakers_line(results: dict) -> str:

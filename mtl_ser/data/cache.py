@@ -236,6 +236,28 @@ def build_cache(
       audio.AudioError: naming the file: `bad_audio` is "fail" and a file is
         unusable, or no file is usable.
     """
+    _check_arguments(utterances, bad_audio, speed, kind)
+    key = features.feature_config_key(
+        {
+            "features": store_params(cfg, speed, kind),
+            "corpus": _corpus_fingerprint(utterances),
+        }
+    )
+    final = os.path.join(cfg.cache_dir, key)
+    if not os.path.exists(os.path.join(final, "index.json")):
+        fail = bad_audio == "fail"
+        _build(utterances, cfg, final, speed, kind, fail=fail, verbose=verbose)
+    store = FeatureStore(final)
+    if bad_audio == "fail" and store.excluded:
+        _, path, reason = store.excluded[0]
+        raise audio.AudioError(
+            f"{path}: {reason} (recorded in the feature cache {final}; "
+            "data.bad_audio='fail')"
+        )
+    return store
+
+
+def _check_arguments(utterances, bad_audio: str, speed: float, kind: str) -> None:
     if bad_audio not in BAD_AUDIO_POLICIES:
         raise ValueError(
             f"data.bad_audio={bad_audio!r}: choose one of {BAD_AUDIO_POLICIES}"
@@ -246,31 +268,6 @@ def build_cache(
         raise ValueError(f"build_cache: speed factor {speed}: must be > 0")
     if kind not in STORE_KINDS:
         raise ValueError(f"build_cache: kind={kind!r}: choose one of {STORE_KINDS}")
-    key = features.feature_config_key(
-        {
-            "features": store_params(cfg, speed, kind),
-            "corpus": _corpus_fingerprint(utterances),
-        }
-    )
-    final = os.path.join(cfg.cache_dir, key)
-    if not os.path.exists(os.path.join(final, "index.json")):
-        _build(
-            utterances,
-            cfg,
-            final,
-            speed,
-            kind,
-            fail=bad_audio == "fail",
-            verbose=verbose,
-        )
-    store = FeatureStore(final)
-    if bad_audio == "fail" and store.excluded:
-        _, path, reason = store.excluded[0]
-        raise audio.AudioError(
-            f"{path}: {reason} (recorded in the feature cache {final}; "
-            "data.bad_audio='fail')"
-        )
-    return store
 
 
 def _build(
