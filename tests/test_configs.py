@@ -6,9 +6,10 @@ import os
 
 import pytest
 
+import tests
 from mtl_ser.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = tests.ROOT
 
 
 def _defines_a_config(path):  # Helpers (common.py, args.py) define none.

@@ -11,7 +11,7 @@ from mtl_ser.data import run_data, splits
 from mtl_ser.data.corpora.base import Utterance
 from mtl_ser.errors import ConfigError
 from mtl_ser.experiments import modes
-from tests.test_report import check_linked_images
+from tests.outputs.test_report import check_linked_images
 
 
 def _corpus(groups: dict) -> list[Utterance]:

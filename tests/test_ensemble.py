@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+import tests
 from mtl_ser import ensemble
 from mtl_ser.experiments import cli, modes
 from mtl_ser.training import evaluate, loop, metrics
-from tests.test_report import check_linked_images
+from tests.outputs.test_report import check_linked_images
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_members_that_cannot_be_ensembled_fail_naming_the_member(two_runs, tmp_p
 
 def test_launch_ensemble_from_the_command_line(two_runs, tmp_path):
     out = str(tmp_path / "ens")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = tests.ROOT
     done = subprocess.run(
         [sys.executable, "launch.py", "--mode=ensemble", f"--workdir={out}", *two_runs],
         cwd=root,

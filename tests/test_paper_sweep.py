@@ -9,10 +9,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+import tests
 from mtl_ser import cv, paired, sweeps
 from mtl_ser.data import splits
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = tests.ROOT
 
 
 def test_a_label_names_the_variant_and_is_not_a_config_field():

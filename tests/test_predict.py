@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import tests
 from mtl_ser import Predictor, predict, prediction_io
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import corpora, normalisation, run_data
 from mtl_ser.training import evaluate, loop
 from mtl_ser.training import workdir as workdir_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = tests.ROOT
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,9 @@
 import importlib.util
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import tests
+
+ROOT = tests.ROOT
 
 
 def _shape():

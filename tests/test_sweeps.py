@@ -9,10 +9,11 @@ import sys
 import ml_collections
 import pytest
 
+import tests
 from mtl_ser import sweeps
 from mtl_ser.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = tests.ROOT
 
 
 def test_product_expands_dotted_axes():

@@ -24,13 +24,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import tests
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import cache, pipeline, run_data
 from mtl_ser.data.audio import AudioError
 from mtl_ser.data.corpora import synthetic
 from mtl_ser.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = tests.ROOT
 SR = 16_000
 
 

@@ -1,14 +1,14 @@
 """Guarantee 5: config and environment errors fail before any work, in one line."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
+import tests
 from mtl_ser.training import checks, loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = tests.ROOT
 
 ALL_SPEAKERS = ",".join(f"spk{i:02d}" for i in range(6))
 

@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
+import tests
 from mtl_ser.data import corpora
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = tests.ROOT
 
 
 def _manifest(tmp_path, corpus_root, edit):

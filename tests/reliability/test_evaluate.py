@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
+import tests
 from mtl_ser.outputs import report
 from mtl_ser.training import loop
 from mtl_ser.training import workdir as workdir_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = tests.ROOT
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ import chex
 import orbax.checkpoint as ocp
 import pytest
 
+import tests
 from mtl_ser.training import loop, preemption
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = tests.ROOT
 STEPS = 200
 OVERRIDES = {
     "train.num_steps": STEPS,

@@ -27,11 +27,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import tests
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import pipeline, run_data
 from mtl_ser.training import distributed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = tests.ROOT
 NUM_STEPS, CHECKPOINT_EVERY, EVAL_EVERY = 8, 2, 4
 HANG_BEFORE_STEP = 6  # The killed run holds here: checkpoint 4 saved, step 5 done.
 RUN_TIMEOUT_S = 240  # For all three runs (55-95 s on a busy 2-core machine).

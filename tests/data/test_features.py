@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+import tests
 from mtl_ser.data.features import log_mel, log_mel_jnp
 
 SR = 16_000
@@ -107,7 +108,7 @@ def test_pieces_of_a_large_batch_match_clip_by_clip(tmp_path):
     assert jitted.lower(waves).compile().as_text().count(" fft(") == 1
     whole = np.asarray(jitted(waves))
     np.save(tmp_path / "waves.npy", waves)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = tests.ROOT
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
     out = subprocess.run(
         [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtl_ser.outputs import plots
-from tests.test_report import png_size
+from tests.outputs.test_report import png_size
 
 
 def _write(path, records):

@@ -4,10 +4,11 @@ import os
 import subprocess
 import sys
 
+import tests
 from mtl_ser.data import corpora
 from mtl_ser.experiments import modes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = tests.ROOT
 
 
 def test_prepare_prints_the_corpus_summary(smoke_config, capsys):
