@@ -22,7 +22,7 @@
    Dropout stays on: both runs see each global batch row for row, so each row
    gets the same mask. (Training from the data pipeline, a two-process batch
    holds the same examples process-major, another row order; see
-   tests/test_scaling.py, which runs launch.py both ways.)
+   tests/training/test_scaling.py, which runs launch.py both ways.)
 """
 
 import json

@@ -20,7 +20,7 @@ the level and the spread of the real thing. What is left out: the cross term,
 the correlation of N across overlapping frames and neighbouring bands (which
 leaves each bin's distribution unchanged), and the half-empty first and last
 frames of an utterance (librosa's zero-padded centring). Measured against noise
-added to the waveform (tests/test_augment.py), the mean log-mel per band agrees
+added to the waveform (tests/data/test_augment.py), the mean log-mel per band agrees
 within 0.5 dB (0.16 dB averaged over the bands) at 5 and 20 dB SNR. Crops made
 from waveforms (data.features_on_device) get real white noise on their samples.
 """

@@ -72,7 +72,7 @@ def _max_pool_axis(x: jax.Array, axis: int, window: int, stride: int) -> jax.Arr
     # hands that reduce to YNNPACK together with the convolution that produces
     # the incoming gradient, and YNNPACK's convolutions are the slow ones here
     # (the VGG-11/2 train step was 1.12x slower at batch 64;
-    # tests/test_xla_options.py checks that no convolution goes there).
+    # tests/training/test_xla_options.py checks that no convolution goes there).
     out = (x.shape[axis] - window) // stride + 1
     parts = _window_slices(x, axis, window, stride, out)
     result = parts[0]
