@@ -25,8 +25,8 @@ import time
 from absl import app, flags
 
 from benchmarks import common
-from mtl_ser import sweeps
 from mtl_ser.data import corpora
+from mtl_ser.experiments import sweeps
 
 _CONFIG = flags.DEFINE_string("config", "configs/synthetic.py", "Config file.")
 _VARIANTS = flags.DEFINE_string(

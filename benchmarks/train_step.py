@@ -41,7 +41,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import common, flops
-from mtl_ser import sweeps
+from mtl_ser.experiments import sweeps
 
 _CONFIG = flags.DEFINE_string("config", "configs/synthetic.py", "Config file.")
 _BATCHES = flags.DEFINE_string("batch_sizes", "32", "Comma-separated global batches.")

@@ -6,7 +6,7 @@ __all__ = ["Predictor"]
 def __getattr__(name):
     # `from mtl_ser import Predictor` without importing JAX for every submodule.
     if name == "Predictor":
-        from mtl_ser.predict import Predictor
+        from mtl_ser.outputs.predict import Predictor
 
         return Predictor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

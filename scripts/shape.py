@@ -54,7 +54,7 @@ def layer(module):
         return "configs"
     if parts[0] != "mtl_ser" or len(parts) == 1:
         return "experiments"  # launch
-    if parts[1] in ("tasks", "errors", "files"):
+    if parts[1] in ("tasks", "errors", "files", "layout"):
         return "base"
     if parts[1] in EXPERIMENTS or parts[1] == "experiments":
         return "experiments"

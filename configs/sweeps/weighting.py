@@ -16,7 +16,7 @@ launch command per variant instead.)
 """
 
 from configs import common, synthetic
-from mtl_ser import sweeps
+from mtl_ser.experiments import sweeps
 
 NAMES = (
     "equal",

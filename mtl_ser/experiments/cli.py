@@ -41,8 +41,10 @@ def mode_help() -> str:
 def exits():
     """(error, exit status, first words of its line, fold its newlines), in
     the order they are tried; any other error is a crash (status 1)."""
-    from mtl_ser import ensemble, errors, prediction_io
+    from mtl_ser import errors
     from mtl_ser.data import audio, corpora
+    from mtl_ser.experiments import ensemble
+    from mtl_ser.outputs import prediction_io
     from mtl_ser.training import faults, preemption
 
     return (

@@ -14,10 +14,10 @@ from typing import Optional
 
 import jax
 
-from mtl_ser import cv, ensemble, paired, predict, prediction_io, rescore, sweeps
 from mtl_ser.data import corpora, splits, statistics, summary
 from mtl_ser.errors import ConfigError, UsageError
-from mtl_ser.outputs import report
+from mtl_ser.experiments import cv, ensemble, paired, rescore, sweeps
+from mtl_ser.outputs import predict, prediction_io, report
 from mtl_ser.training import checks, loop
 from mtl_ser.training import workdir as workdir_lib
 

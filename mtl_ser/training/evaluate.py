@@ -143,7 +143,7 @@ def utterance_loss(task, y_true: np.ndarray, pred: np.ndarray) -> float:
 
 
 # Each run's utterance-level predictions of its chosen checkpoint, beside
-# results.json (final evaluation); what `mtl_ser.ensemble` averages.
+# results.json (final evaluation); what `mtl_ser.experiments.ensemble` averages.
 PREDICTIONS = "predictions.npz"
 
 

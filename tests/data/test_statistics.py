@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from mtl_ser import Predictor, cv, prediction_io, sweeps
+from mtl_ser import Predictor
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import (
     batches,
@@ -25,7 +25,8 @@ from mtl_ser.data import (
     statistics,
 )
 from mtl_ser.errors import ConfigError
-from mtl_ser.outputs import report
+from mtl_ser.experiments import cv, sweeps
+from mtl_ser.outputs import prediction_io, report
 from mtl_ser.training import build, checks, evaluate, loop
 from mtl_ser.training import workdir as workdir_lib
 

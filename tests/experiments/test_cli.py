@@ -2,9 +2,10 @@
 
 import pytest
 
-from mtl_ser import ensemble, errors, prediction_io
+from mtl_ser import errors
 from mtl_ser.data import audio, corpora
-from mtl_ser.experiments import cli
+from mtl_ser.experiments import cli, ensemble
+from mtl_ser.outputs import prediction_io
 from mtl_ser.training import faults, preemption
 
 

@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from mtl_ser import cv
 from mtl_ser.data import splits
+from mtl_ser.experiments import cv
 from mtl_ser.outputs import report
 from mtl_ser.training import analysis, loop
 

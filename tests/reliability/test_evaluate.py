@@ -170,7 +170,7 @@ def test_eval_out_on_the_runs_own_split_reproduces_its_scores(
     trained, corpus_root, tmp_path
 ):
     """The same data, the run's statistics and checkpoint: the same scores."""
-    from mtl_ser import rescore
+    from mtl_ser.experiments import rescore
 
     given = workdir_lib.load_config(trained)
     results = rescore.rescore(trained, given, str(tmp_path / "same"), verbose=False)

@@ -1,7 +1,7 @@
 """What prediction reads and writes: the audio files that wav files, folders
 and manifests name (with their speakers), and the prediction tables.
 
-`mtl_ser/predict.py`'s Predictor predicts the files; `--mode=predict` collects
+`outputs/predict.py`'s Predictor predicts the files; `--mode=predict` collects
 them here first and writes the tables here last.
 """
 

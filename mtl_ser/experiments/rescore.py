@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 
-from mtl_ser import predict
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import corpora, run_data
 from mtl_ser.errors import ConfigError
 from mtl_ser.files import write_json
+from mtl_ser.outputs import predict
 from mtl_ser.training import evaluate
 from mtl_ser.training import workdir as workdir_lib
 

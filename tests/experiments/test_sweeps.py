@@ -10,7 +10,7 @@ import ml_collections
 import pytest
 
 import tests
-from mtl_ser import sweeps
+from mtl_ser.experiments import sweeps
 from mtl_ser.training import loop
 
 ROOT = tests.ROOT

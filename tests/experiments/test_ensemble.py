@@ -1,4 +1,4 @@
-"""Ensembles of runs and of cross-validations (mtl_ser.ensemble, --mode=ensemble)."""
+"""Ensembles of runs and of cross-validations (--mode=ensemble)."""
 
 import json
 import os
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import tests
-from mtl_ser import ensemble
-from mtl_ser.experiments import cli, modes
+from mtl_ser.experiments import cli, ensemble, modes
 from mtl_ser.training import evaluate, loop, metrics
 from tests.outputs.test_report import check_linked_images
 

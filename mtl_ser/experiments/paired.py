@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mtl_ser import sweeps
+from mtl_ser.experiments import sweeps
 
 
 def paired(

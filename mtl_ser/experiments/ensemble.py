@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from mtl_ser import cv
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import splits, statistics
+from mtl_ser.experiments import cv
 from mtl_ser.outputs import report
 from mtl_ser.training import evaluate
 from mtl_ser.training import workdir as workdir_lib

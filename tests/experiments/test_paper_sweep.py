@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import tests
-from mtl_ser import cv, paired, sweeps
 from mtl_ser.data import splits
+from mtl_ser.experiments import cv, paired, sweeps
 
 ROOT = tests.ROOT
 

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 
 import tests
-from mtl_ser import Predictor, predict, prediction_io
+from mtl_ser import Predictor
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import corpora, normalisation, run_data
+from mtl_ser.outputs import predict, prediction_io
 from mtl_ser.training import evaluate, loop
 from mtl_ser.training import workdir as workdir_lib
 
