@@ -73,7 +73,9 @@ def _locked_train_and_evaluate(config, workdir, *, stop_at, allow_config_change)
     ):
         config_dict = c.to_dict()
         workdir_lib.check_config(workdir, config_dict, allow_change=allow_config_change)
-        exp = experiment.Experiment(config)  # Config errors here leave no trace.
+        # Corpus and data errors found here leave no trace; the config was
+        # validated on entry, once.
+        exp = experiment.Experiment(config, checked=True)
         workdir_lib.save_config(workdir, config_dict)
         if jax.process_index() == 0:
             normalisation.save(workdir, exp.data)  # What prediction needs.
