@@ -96,6 +96,15 @@ def test_weighting_sweep_runs_only_the_methods_named():
     ]
     with pytest.raises(ValueError, match="unknown methods"):
         sweep_file.get_sweep("only=equal+nope")
+    # With options=True, also the documented options of the methods named.
+    variants = sweep_file.get_sweep("only=equal+moco,options=True")
+    assert variants[:2] == [
+        {"weighting.name": "equal", "seed": 0},
+        {"weighting.name": "moco", "seed": 0},
+    ]
+    assert variants[2:] == [{**sweep_file.OPTIONS[-1], "seed": 0}]
+    whole = sweep_file.get_sweep("seeds=1")
+    assert len(whole) == len(sweep_file.NAMES) + len(sweep_file.OPTIONS)
 
 
 @pytest.mark.parametrize("best", ["speaker", "utterance"])
