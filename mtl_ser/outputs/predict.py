@@ -140,13 +140,11 @@ class Predictor:
                 path = paths[i]
                 if path in unusable:
                     continue
-                try:
-                    mel = cache.utterance_features(path, self.config.features)
-                except (audio.AudioError, OSError) as e:
-                    skipped.append((path, _reason(e, path)))
+                mel, reason = self._features(path)
+                bar.update(1)
+                if mel is None:
+                    skipped.append((path, reason))
                     continue
-                finally:
-                    bar.update(1)
                 kept.append(path)
                 mels.append(mel)
                 stats.append(by_group.get(groups[i]))
@@ -185,13 +183,11 @@ class Predictor:
         sums, skipped = {}, []
         bar = self._bar(len(paths), progress)
         for path, group in zip(paths, groups, strict=True):
-            try:
-                mel = cache.utterance_features(path, self.config.features)
-            except (audio.AudioError, OSError) as e:
-                skipped.append((path, _reason(e, path)))
+            mel, reason = self._features(path)
+            bar.update(1)
+            if mel is None:
+                skipped.append((path, reason))
                 continue
-            finally:
-                bar.update(1)
             count, total, total_sq = statistics.utterance_sums(
                 _InMemoryStore([mel]), [0]
             )
@@ -208,6 +204,14 @@ class Predictor:
             mean, std = statistics.pooled_statistics(count, total, total_sq)
             out[group] = (mean, std, group, files)
         return out, skipped
+
+    def _features(self, path: str):
+        """(log-mel, None) of a file as training computes it, or (None, why
+        it cannot be used)."""
+        try:
+            return cache.utterance_features(path, self.config.features), None
+        except (audio.AudioError, OSError) as e:
+            return None, _reason(e, path)
 
     def _bar(self, total: int, show: bool):
         return tqdm.tqdm(
