@@ -6,7 +6,9 @@ gradient normalisation (their code's setting), DB-MTL without its gradient
 EMA (`db_beta=0`), IMTL on the gradients of the shared representation
 (`rep_grad=True`, LibMTL's own option) and MoCo without its tracking of the
 gradients (`moco_beta=1, moco_beta_sigma=0`: Y is each step's scaled
-gradients); at their defaults these four miss `equal` on this corpus.
+gradients) and MoDo with a ridge on lambda of the size of the tasks' squared
+gradient norms (`modo_rho=100`); at their defaults these five miss `equal` on
+this corpus.
 
 python launch.py --mode=sweep --config=configs/sweeps/weighting.py \
     --workdir=runs/weighting
@@ -81,6 +83,7 @@ OPTIONS = (
         "weighting.moco_beta": 1.0,
         "weighting.moco_beta_sigma": 0.0,
     },
+    {"weighting.name": "modo", "weighting.modo_rho": 100.0},
 )
 
 

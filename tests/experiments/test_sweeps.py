@@ -102,7 +102,8 @@ def test_weighting_sweep_runs_only_the_methods_named():
         {"weighting.name": "equal", "seed": 0},
         {"weighting.name": "moco", "seed": 0},
     ]
-    assert variants[2:] == [{**sweep_file.OPTIONS[-1], "seed": 0}]
+    moco = [o for o in sweep_file.OPTIONS if o["weighting.name"] == "moco"]
+    assert variants[2:] == [{**moco[0], "seed": 0}] and len(moco) == 1
     whole = sweep_file.get_sweep("seeds=1")
     assert len(whole) == len(sweep_file.NAMES) + len(sweep_file.OPTIONS)
 
