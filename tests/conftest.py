@@ -19,6 +19,26 @@ os.environ["XLA_FLAGS"] = (
 flags.FLAGS.mark_as_parsed()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent compilation cache per test worker and the runs it starts.
+
+    Many tests compile the same smoke model's steps; a cache hit loads the
+    executable XLA built the first time, so results are unchanged and the suite
+    takes about a quarter less time. One folder per xdist worker, because two
+    processes writing one entry at once may be read half-written (jax locks the
+    folder only with `filelock` installed and a size limit set). Tests that
+    start processes side by side give them a folder of their own.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path  # Subprocesses: launch.py.
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 @pytest.fixture(scope="session")
 def corpus_root(tmp_path_factory):
     """A 6-speaker x 8-utterance synthetic corpus, generated once per session."""

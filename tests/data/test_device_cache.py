@@ -13,7 +13,8 @@ import pytest
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import batches, inputs, pipeline, run_data
 from mtl_ser.errors import ConfigError
-from mtl_ser.training import checks, experiment, sharding
+from mtl_ser.training import checks, experiment
+from tests.steps import train_steps
 
 TASKS = tasks_lib.make_tasks(
     "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
@@ -65,24 +66,13 @@ def test_too_large_a_store_stays_on_the_host(smoke_config, capsys):
     assert "db" in next(exp.train_iterator())
 
 
-def _losses(config, num_steps):
-    mesh = sharding.make_mesh(jax.devices()[:2])
-    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
-    it, state, losses = exp.train_iterator(), exp.state, []
-    for _ in range(num_steps):
-        batch = sharding.from_process_local(next(it), exp.mesh)
-        state, metrics = exp.train_fn(state, batch, exp.store)
-        losses.append(jax.device_get(metrics))
-    return exp, losses
-
-
 def test_training_on_the_device_store_takes_the_same_steps(smoke_config):
     """Two devices, each with its replica, SpecAugment and noise on."""
     smoke_config.data.time_masks, smoke_config.data.noise_prob = 1, 0.5
-    host_exp, host = _losses(smoke_config, 3)
+    host_exp, _, host = train_steps(smoke_config, 3, devices=2)
     assert host_exp.store is None
     smoke_config.data.device_cache = True
-    exp, device = _losses(smoke_config, 3)
+    exp, _, device = train_steps(smoke_config, 3, devices=2)
     assert exp.store.sharding.is_fully_replicated
     assert len(exp.store.sharding.device_set) == 2
     for want, got in zip(host, device, strict=True):

@@ -20,8 +20,9 @@ import pytest
 
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import augment, batches, cache, features, inputs, pipeline, run_data
-from mtl_ser.training import build, experiment, loop, sharding
+from mtl_ser.training import build, loop
 from mtl_ser.training import step as step_lib
+from tests.steps import train_steps
 
 TASKS = tasks_lib.make_tasks(
     "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
@@ -199,22 +200,11 @@ def test_device_spec_augment_masks_bounded_stripes():
     np.testing.assert_array_equal(np.asarray(again), out)
 
 
-def _losses(config, num_steps):
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
-    it, state, losses = exp.train_iterator(), exp.state, []
-    for _ in range(num_steps):
-        batch = sharding.from_process_local(next(it), exp.mesh)
-        state, metrics = exp.train_fn(state, batch, exp.store)
-        losses.append(jax.device_get(metrics))
-    return losses
-
-
 def test_train_steps_on_device_features_match_cached_features(smoke_config):
     smoke_config.data.features_on_device = False
-    host = _losses(smoke_config, 3)
+    _, _, host = train_steps(smoke_config, 3)
     smoke_config.data.features_on_device = True
-    device = _losses(smoke_config, 3)
+    _, _, device = train_steps(smoke_config, 3)
     for want, got in zip(host, device, strict=True):
         for name in ("total", "emotion", "arousal"):
             key = f"train/loss/{name}"

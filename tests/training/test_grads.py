@@ -1,5 +1,7 @@
 """The train step's gradient-method path: per-task gradients, heads, rep mode."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,10 +9,11 @@ import numpy as np
 import pytest
 
 from mtl_ser import weighting
-from mtl_ser.training import experiment, sharding
+from mtl_ser.training import experiment
 from mtl_ser.training import grads as grads_lib
 from mtl_ser.weighting import graddrop
 from mtl_ser.weighting.base import GradOutput, Method
+from tests.steps import train_steps
 
 
 def _summing_method(head_weights=None):
@@ -47,17 +50,15 @@ def _model_batch(exp):
     return {"x": x, "labels": batch["labels"], "masks": batch["masks"]}
 
 
+def _param_grads(state, batch, rng, **kw):
+    """grads_lib.param_grads, jitted (op by op it takes seconds)."""
+    return jax.jit(functools.partial(grads_lib.param_grads, **kw))(state, batch, rng)
+
+
 def _run(config, num_steps):
     # One device: these tests are about the gradient path (sharding has its
     # own test), and one device compiles faster.
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    exp = experiment.Experiment(config, mesh=mesh, verbose=False)
-    it = exp.train_iterator()
-    state, history = exp.state, []
-    for _ in range(num_steps):
-        batch = sharding.from_process_local(next(it), exp.mesh)
-        state, metrics = exp.train_fn(state, batch, exp.store)
-        history.append(jax.device_get(metrics))
+    _, state, history = train_steps(config, num_steps)
     return jax.device_get(state.params["model"]), history
 
 
@@ -98,7 +99,7 @@ def test_gradient_path_against_separate_backward_passes(smoke_config, summing):
     batch = _model_batch(exp)
     rng = jax.random.PRNGKey(0)
     kw = dict(model=exp.model, tasks=exp.tasks, method=method)
-    total, grads, aux, stats = grads_lib.param_grads(state, batch, rng, **kw)
+    total, grads, aux, stats = _param_grads(state, batch, rng, **kw)
 
     def task_loss(params, t):
         outputs, _, _ = grads_lib.apply_model(
@@ -106,9 +107,8 @@ def test_gradient_path_against_separate_backward_passes(smoke_config, summing):
         )
         return grads_lib.task_losses(exp.tasks, outputs, batch)[t]
 
-    per_task = [
-        jax.grad(task_loss)(state.params["model"], t) for t in range(len(exp.tasks))
-    ]
+    task_grad = jax.jit(jax.grad(task_loss), static_argnums=1)
+    per_task = [task_grad(state.params["model"], t) for t in range(len(exp.tasks))]
     for name in grads["model"]:
         if name.startswith("head_"):
             t = [task.name for task in exp.tasks].index(name[len("head_") :])
@@ -149,8 +149,9 @@ def test_three_batch_methods_get_each_batchs_task_gradients(smoke_config, monkey
     assert batch["x"].shape[0] == exp.batch_size
     rng = jax.random.PRNGKey(0)
     kw = dict(model=exp.model, tasks=exp.tasks, method=method)
-    _, grads, aux, _ = grads_lib.param_grads(state, batch, rng, **kw)
+    _, grads, aux, _ = _param_grads(state, batch, rng, **kw)
 
+    @functools.partial(jax.jit, static_argnums=1)
     def sub_losses(params, k):  # Batch k: rows k, k + 3, ... on their own.
         sub = jax.tree.map(lambda a: a[k::3], batch)
         outputs, _, _ = grads_lib.apply_model(
@@ -161,8 +162,10 @@ def test_three_batch_methods_get_each_batchs_task_gradients(smoke_config, monkey
     params = state.params["model"]
     want_losses = np.mean([sub_losses(params, k) for k in range(3)], axis=0)
     np.testing.assert_allclose(aux[0], want_losses, rtol=1e-5)
-    last = jax.grad(lambda p: sub_losses(p, 2).sum())(params)
-    every = jax.grad(lambda p: sum(sub_losses(p, k).sum() for k in range(3)))(params)
+    last = jax.jit(jax.grad(lambda p: sub_losses(p, 2).sum()))(params)
+    every = jax.jit(jax.grad(lambda p: sum(sub_losses(p, k).sum() for k in range(3))))(
+        params
+    )
     for name in grads["model"]:
         want = jax.tree.map(lambda g: 2 * g, every[name])  # Head weights 2.
         if not name.startswith("head_"):
@@ -182,19 +185,9 @@ def test_gradient_method_on_4_devices_equals_1_device(smoke_config):
     smoke_config.weighting.mgda_normalization = "l2"
     smoke_config.optim.name, smoke_config.optim.learning_rate = "sgd", 0.01
     smoke_config.tasks = "emotion,gender,arousal"
-    runs = []
-    for devices in (jax.devices()[:1], jax.devices()):
-        exp = experiment.Experiment(
-            smoke_config, mesh=sharding.make_mesh(devices), verbose=False
-        )
-        it = exp.train_iterator()
-        state, history = exp.state, []
-        for _ in range(2):
-            batch = sharding.from_process_local(next(it), exp.mesh)
-            state, metrics = exp.train_fn(state, batch, exp.store)
-            history.append(jax.device_get(metrics))
-        runs.append((jax.device_get(state.params), history))
-    (one, one_hist), (four, four_hist) = runs
+    _, one, one_hist = train_steps(smoke_config, 2)
+    _, four, four_hist = train_steps(smoke_config, 2, devices=4)
+    one, four = jax.device_get((one.params, four.params))
     chex.assert_trees_all_close(one, four, rtol=1e-4, atol=1e-6)
     chex.assert_trees_all_close(one_hist, four_hist, rtol=1e-3, atol=1e-5)
 
