@@ -1,15 +1,12 @@
 """The train step's speed settings: CPU library fusions and the shared norm."""
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from mtl_ser.errors import ConfigError
-from mtl_ser.training import experiment, optim, sharding, xla_options
+from mtl_ser.training import experiment, sharding, xla_options
 
 
 @pytest.mark.parametrize(
@@ -127,59 +124,3 @@ def _convs_in_ynn(hlo: str) -> int:
         if current in called and "convolution(" in line:
             count += 1
     return count
-
-
-def test_clip_with_a_given_norm_is_optax_clip():
-    grads = {
-        "a": jnp.arange(6.0).reshape(2, 3),
-        "b": jnp.full((4,), -0.5),
-    }
-    norm = optax.tree.norm(grads)
-    for max_norm in (0.5, float(norm), 100.0):
-        want, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
-        ours = optim.clip_by_global_norm(max_norm)
-        alone, _ = ours.update(grads, ours.init(grads))
-        given, _ = ours.update(grads, ours.init(grads), global_norm=norm)
-        for got in (alone, given):
-            # One multiply by max_norm / norm instead of optax's divide, then
-            # multiply: equal up to the last bit.
-            jax.tree.map(
-                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want
-            )
-    # The chained optimizer passes the norm through to the clip only.
-    tx = optax.chain(optim.clip_by_global_norm(1.0), optax.adam(1e-3))
-    state = tx.init(grads)
-    ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
-    want, _ = ref.update(grads, ref.init(grads))
-    got, _ = tx.update(grads, state, global_norm=norm)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
-    # Same state structure as optax's clip: checkpoints restore either way.
-    assert jax.tree.structure(state) == jax.tree.structure(ref.init(grads))
-
-
-def test_clipped_adam_writes_no_clipped_copy_of_the_gradient():
-    """Clip + Adam + apply on one kernel is three loops over it: the first
-    moment, the second moment and the parameters. optax's clip divides each
-    gradient by the norm, and XLA, which does not copy a divide into two
-    consumers, wrote the clipped gradient in a fourth loop (the profile's
-    broadcast_divide_fusion over AlexNet's first Dense kernel)."""
-    tx = optax.chain(optim.clip_by_global_norm(1.0), optax.adam(1e-3))
-    params = {"w": jnp.ones((256, 128))}
-
-    def step(params, opt_state, grads):
-        norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, opt_state, params, global_norm=norm)
-        return optax.apply_updates(params, updates), opt_state
-
-    hlo = (
-        jax.jit(step, donate_argnums=(0, 1))
-        .lower(params, tx.init(params), params)
-        .compile()
-        .as_text()
-    )
-    loops = [
-        line
-        for line in hlo.splitlines()
-        if re.search(r"= f32\[256,128\]\{1,0\} fusion\(", line)
-    ]
-    assert len(loops) == 3, "\n".join(loops)
