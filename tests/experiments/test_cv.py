@@ -1,4 +1,7 @@
-"""Cross-validation and the corpus's own split, end to end (the folds themselves: tests/data/test_splits.py)."""
+"""Cross-validation and the corpus's own split, end to end.
+
+The folds themselves are tested in tests/data/test_splits.py.
+"""
 
 import json
 import os
