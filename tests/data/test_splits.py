@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from mtl_ser.data import splits
+from mtl_ser.data import corpora, splits
 from mtl_ser.data.corpora.base import Utterance
 from mtl_ser.errors import ConfigError
 
@@ -123,3 +123,11 @@ def test_the_corpus_split_is_read_and_must_be_speaker_independent():
         splits.corpus_split(mixed)
     with pytest.raises(ConfigError, match=r"a_0 \(/a_0.wav\) has no .* split label"):
         splits.corpus_split(_corpus(groups))
+
+
+def test_holdout_split_rejects_overlap_and_unknown_speakers(smoke_config):
+    utts = corpora.load_corpus(smoke_config.corpus)
+    with pytest.raises(ValueError, match="both val and test"):
+        splits.holdout_split(utts, ["spk01"], ["spk01"])
+    with pytest.raises(ValueError, match="split.test_speakers"):
+        splits.holdout_split(utts, ["spk01"], ["nobody"])
