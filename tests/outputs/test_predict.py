@@ -142,35 +142,6 @@ def test_unreadable_files_are_skipped_with_their_reason(
     assert reasons[paths[3]] == "file not found"
 
 
-def test_manifests_list_paths_relative_to_their_folder(tmp_path):
-    (tmp_path / "lists").mkdir()
-    (tmp_path / "lists" / "a.csv").write_text(
-        "Path,emotion\nwav/x.wav,anger\n\n../y.wav,\n"
-    )
-    (tmp_path / "lists" / "b.jsonl").write_text(
-        '{"path": "x.wav"}\n\n{"PATH": "/abs/z.wav", "speaker": 3}\n'
-    )
-    lists = str(tmp_path / "lists")
-    assert prediction_io.read_manifest(f"{lists}/a.csv") == [
-        f"{lists}/wav/x.wav",
-        str(tmp_path / "y.wav"),
-    ]
-    assert prediction_io.read_manifest(f"{lists}/b.jsonl") == [
-        f"{lists}/x.wav",
-        "/abs/z.wav",
-    ]
-    (tmp_path / "lists" / "c.csv").write_text("file,emotion\nx.wav,anger\n")
-    with pytest.raises(
-        prediction_io.InputError, match=r"c\.csv, line 1: no `path` column"
-    ):
-        prediction_io.read_manifest(f"{lists}/c.csv")
-    (tmp_path / "lists" / "d.jsonl").write_text('{"path": "x.wav"}\n{"path": ""}\n')
-    with pytest.raises(prediction_io.InputError, match=r"d\.jsonl, line 2: path=''"):
-        prediction_io.read_manifest(f"{lists}/d.jsonl")
-    with pytest.raises(prediction_io.InputError, match="e.csv: manifest not found"):
-        prediction_io.collect_inputs([f"{lists}/e.csv"])
-
-
 def test_launch_predict_writes_csv_and_json(run, predictor, test_files, tmp_path):
     _, workdir, _ = run
     paths = test_files[1][:3]

@@ -1,5 +1,7 @@
-"""Helpers of the corpus adapter tests: short WAV files, fold checks."""
+"""Helpers of the corpus adapter tests: short WAV files, fold checks, and the
+manifest tree of tests/data/corpora/test_manifest.py and tests/data/test_summary.py."""
 
+import csv
 import os
 
 import numpy as np
@@ -8,6 +10,7 @@ import soundfile as sf
 from mtl_ser.data import splits
 
 FOUR_CLASSES = "anger,happiness,neutral,sadness"
+RATE = 16000
 
 
 def write_wav(path, rate, channels=1, seconds=0.2):
@@ -30,3 +33,73 @@ def check_folds(utterances):
         for f in folds:
             assert not set(f.val_speakers) & set(f.test_speakers)
             assert speakers - set(f.val_speakers) - set(f.test_speakers)
+
+
+def _wav(path, seconds=0.2, rate=RATE, channels=1):
+    """Writes a sine of `seconds` as 16-bit PCM at `path`; returns the path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    t = np.arange(int(round(seconds * rate))) / rate
+    audio = 0.1 * np.sin(2 * np.pi * 220.0 * t)
+    if channels > 1:
+        audio = np.stack([audio] * channels, axis=1)
+    sf.write(path, audio, rate, subtype="PCM_16")
+    return path
+
+
+def _write_csv(path, rows, columns=None):
+    columns = columns or list(rows[0])
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _rows(outside):
+    """The four utterances of `tree`, as CSV text fields."""
+    return [
+        dict(
+            path="audio/s1/a.wav",
+            emotion="Anger",
+            speaker="s1",
+            gender="F",
+            session="ses1",
+            arousal="4.5",
+            valence="1.5",
+            dominance="",
+            split="train",
+        ),
+        dict(
+            path="audio/s1/b.wav",
+            emotion="neutral",
+            speaker="s1",
+            gender="female",
+            session="ses1",
+            arousal="",
+            valence="",
+            dominance="",
+            split="val",
+        ),
+        dict(
+            path="./audio/s2/../s2/c.wav",
+            emotion="sadness",
+            speaker="s2",
+            gender="m",
+            session="ses2",
+            arousal="1.25",
+            valence="2",
+            dominance="3",
+            split="",
+        ),
+        dict(
+            path=outside,
+            emotion="happiness",
+            speaker="s3",
+            gender="",
+            session="",
+            arousal="",
+            valence="",
+            dominance="",
+            split="test",
+        ),
+    ]

@@ -1,111 +1,21 @@
-"""Tests of the manifest corpus adapter and the one-screen corpus summary."""
+"""Tests of the manifest corpus adapter."""
 
-import csv
 import json
 import os
 import re
 
-import numpy as np
 import pytest
-import soundfile
 
-from mtl_ser.data import summary
 from mtl_ser.data.corpora import manifest, synthetic
 from mtl_ser.data.corpora.base import CorpusError, Utterance
 from mtl_ser.data.splits import cv_folds
-
-RATE = 16000
-
-
-def _wav(path, seconds=0.2, rate=RATE, channels=1):
-    """Writes a sine of `seconds` as 16-bit PCM at `path`; returns the path."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    t = np.arange(int(round(seconds * rate))) / rate
-    audio = 0.1 * np.sin(2 * np.pi * 220.0 * t)
-    if channels > 1:
-        audio = np.stack([audio] * channels, axis=1)
-    soundfile.write(path, audio, rate, subtype="PCM_16")
-    return path
-
-
-def _write_csv(path, rows, columns=None):
-    columns = columns or list(rows[0])
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+from tests.data.corpora.common import _rows, _wav, _write_csv
 
 
 def _write_jsonl(path, records):
     with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return path
-
-
-@pytest.fixture
-def tree(tmp_path):
-    """A manifest folder: audio/<speaker>/<name>.wav plus one file elsewhere.
-
-    Returns (root, outside_path): the manifest folder and the absolute path of a
-    wav outside it.
-    """
-    root = tmp_path / "corpus"
-    _wav(str(root / "audio" / "s1" / "a.wav"), 0.2)
-    _wav(str(root / "audio" / "s1" / "b.wav"), 0.3)
-    _wav(str(root / "audio" / "s2" / "c.wav"), 0.25, channels=2)
-    outside = _wav(str(tmp_path / "elsewhere" / "d.wav"), 0.4)
-    return str(root), outside
-
-
-def _rows(outside):
-    """The four utterances of `tree`, as CSV text fields."""
-    return [
-        dict(
-            path="audio/s1/a.wav",
-            emotion="Anger",
-            speaker="s1",
-            gender="F",
-            session="ses1",
-            arousal="4.5",
-            valence="1.5",
-            dominance="",
-            split="train",
-        ),
-        dict(
-            path="audio/s1/b.wav",
-            emotion="neutral",
-            speaker="s1",
-            gender="female",
-            session="ses1",
-            arousal="",
-            valence="",
-            dominance="",
-            split="val",
-        ),
-        dict(
-            path="./audio/s2/../s2/c.wav",
-            emotion="sadness",
-            speaker="s2",
-            gender="m",
-            session="ses2",
-            arousal="1.25",
-            valence="2",
-            dominance="3",
-            split="",
-        ),
-        dict(
-            path=outside,
-            emotion="happiness",
-            speaker="s3",
-            gender="",
-            session="",
-            arousal="",
-            valence="",
-            dominance="",
-            split="test",
-        ),
-    ]
 
 
 def _expected(root, outside):
@@ -413,136 +323,3 @@ def test_folds_are_speaker_disjoint(sessions_tree, protocol, within_group):
             trained = {u.group for u in utterances if u.speaker in train}
             assert not held & trained
             assert {u.group for u in utterances if u.speaker in test} == {fold.name}
-
-
-# --- summary ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    synthetic.generate(root, num_speakers=4, utterances_per_speaker=4)
-    return root
-
-
-def test_summary_of_the_synthetic_corpus(synthetic_root):
-    utterances = synthetic.load(synthetic_root)
-    seconds = summary.audio_durations(u.path for u in utterances)
-    assert len(seconds) == 16
-    for path, value in seconds.items():  # Header-only equals decoded length.
-        assert value == len(soundfile.read(path)[0]) / 16000
-    lines = summary.summarise(utterances).splitlines()
-    hours = sum(seconds.values()) / 3600
-    assert lines[0].startswith(f"16 utterances, 4 speakers; {hours:.2f} h of audio")
-    assert lines[1] == "emotion (4 classes)"
-    for emotion in synthetic.EMOTIONS:
-        paths = [u.path for u in utterances if u.labels["emotion"] == emotion]
-        line = next(x for x in lines if x.startswith(f"  {emotion} "))
-        count, share, class_hours, unit = line.split()[1:]
-        assert (count, share, unit) == ("4", "25.0%", "h")
-        assert class_hours == f"{sum(seconds[p] for p in paths) / 3600:.2f}"
-    assert "gender: female 8 (50.0%), male 8 (50.0%)" in lines
-    assert "speakers (4; 4 utterances each):" in lines
-    assert "  spk00 4  spk01 4  spk02 4  spk03 4" in lines
-    assert not any(x.startswith("groups") for x in lines)  # No sessions.
-    assert any(x.startswith("arousal: 16 of 16 labelled, mean ") for x in lines)
-    assert not any("unreadable" in x for x in lines)
-
-
-def test_summary_of_a_manifest_tree_counts_unreadable_files(tree):
-    root, outside = tree
-    with open(os.path.join(root, "audio", "s1", "broken.wav"), "wb") as f:
-        f.write(b"not a wav file at all")
-    rows = _rows(outside)
-    rows.append(dict(rows[0], path="audio/s1/broken.wav", split="train"))
-    _write_csv(os.path.join(root, "manifest.csv"), rows)
-    utterances = manifest.load(root)
-    seconds = summary.audio_durations(u.path for u in utterances)
-    assert [seconds[u.path] for u in utterances] == pytest.approx(
-        [0.2, 0.3, 0.25, 0.4, None]
-    )
-    missing = os.path.join(root, "gone.wav")  # Deleted after loading: not fatal.
-    utterances.append(Utterance("gone", missing, "s3", "", "", {"emotion": "fear"}))
-    lines = summary.summarise(utterances).splitlines()
-    assert lines[0] == (
-        "6 utterances, 3 speakers; 0.00 h of audio (mean 0.3 s, 0.2-0.4 s)"
-    )
-    assert lines[1:8] == [
-        "emotion (5 classes)",
-        "  anger               2   33.3%     0.00 h",
-        "  fear                1   16.7%     0.00 h",
-        "  happiness           1   16.7%     0.00 h",
-        "  neutral             1   16.7%     0.00 h",
-        "  sadness             1   16.7%     0.00 h",
-        "gender: female 3 (50.0%), unknown 2 (33.3%), male 1 (16.7%)",
-    ]
-    assert "groups (3):" in lines
-    assert "  (none) 2  ses1 3  ses2 1" in lines
-    assert "arousal: 3 of 6 labelled, mean 3.42, range 1.25 to 4.50" in lines
-    assert "split: 4 of 6 labelled; train 2, val 1, test 1" in lines
-    assert lines[-1] == (
-        "2 unreadable file(s) (soundfile cannot open them), e.g. "
-        + os.path.join(root, "audio", "s1", "broken.wav")
-    )
-
-
-def _large_corpus():
-    """10k utterances: 7 emotions, 24 speakers in 5 sessions, 3 dimensions, split."""
-    emotions = (
-        "anger",
-        "boredom",
-        "disgust",
-        "fear",
-        "happiness",
-        "neutral",
-        "sadness",
-    )
-    utterances = []
-    for i in range(10_000):
-        s = i % 24
-        utterances.append(
-            Utterance(
-                uid=f"u{i}",
-                path=f"/nowhere/u{i}.wav",
-                speaker=f"Ses0{s // 5 + 1}{'FM'[s % 2]}_{s:02d}",
-                group=f"Ses0{s // 5 + 1}",
-                gender=("female", "male")[s % 2],
-                labels=dict(
-                    emotion=emotions[i % 7],
-                    arousal=1.0 + i % 5,
-                    valence=2.0,
-                    dominance=3.0,
-                    split=("train", "val", "test")[i % 3],
-                ),
-            )
-        )
-    return utterances
-
-
-def test_summary_of_a_large_corpus_fits_one_screen():
-    utterances = _large_corpus()
-    text = summary.summarise(utterances, durations=False)
-    lines = text.splitlines()
-    assert len(lines) <= 30, text
-    assert max(map(len, lines)) <= summary.WIDTH, text
-    assert lines[0] == "10,000 utterances, 24 speakers"
-    assert "  anger           1,429   14.3%" in lines
-    assert "speakers (24; 416-417 utterances each, median 417):" in lines
-    assert sum(x.count("Ses0") for x in lines if x.startswith("  Ses0")) == 24 + 5
-    assert "more" not in text
-
-
-def test_summary_cuts_long_speaker_lists():
-    utterances = [
-        Utterance(f"u{i}", f"/x/{i}.wav", f"speaker{i:04d}", "", "", {"emotion": "a"})
-        for i in range(2000)
-    ]
-    lines = summary.summarise(utterances, durations=False).splitlines()
-    start = lines.index("speakers (2,000; 1 utterances each):") + 1
-    wrapped = lines[start:]
-    assert len(wrapped) == summary.MAX_WRAPPED_LINES
-    assert max(map(len, wrapped)) <= summary.WIDTH
-    shown = sum(x.count("speaker") for x in wrapped)
-    assert wrapped[-1].endswith(f"  ... and {2000 - shown:,} more")
-    assert "  speaker0000 1  speaker0001 1" in wrapped[0]
-    assert summary.summarise([]) == "0 utterances, 0 speakers; no readable audio"
