@@ -1,4 +1,5 @@
-"""--mode=prepare and the corpus registry."""
+"""The corpus registry, and launch.py without a workdir (--mode=prepare itself:
+tests/experiments/test_modes.py)."""
 
 import os
 import subprocess
@@ -6,16 +7,8 @@ import sys
 
 import tests
 from mtl_ser.data import corpora
-from mtl_ser.experiments import modes
 
 ROOT = tests.ROOT
-
-
-def test_prepare_prints_the_corpus_summary(smoke_config, capsys):
-    modes.prepare(smoke_config, modes.Options())
-    out = capsys.readouterr().out
-    assert out.startswith("48 utterances, 6 speakers;")
-    assert "gender: female 24 (50.0%), male 24 (50.0%)" in out
 
 
 def test_a_manifest_reads_a_corpus_as_its_own_adapter_does(smoke_config):

@@ -1,7 +1,6 @@
 """Training curves: reading metrics.jsonl and drawing the report's figure."""
 
 import json
-import types
 
 import numpy as np
 import pytest
@@ -159,25 +158,3 @@ def test_report_embeds_the_curves_of_the_run(tmp_path, smoke_config):
     smoke_config.tasks = "emotion"  # Single task: no weights, no such total.
     text = open(report.write_report(str(tmp_path), smoke_config, results)).read()
     assert "weight the method" not in text and "can be negative" not in text
-
-
-def test_validation_loss_is_the_loss_of_the_utterance_predictions(smoke_config):
-    from mtl_ser import tasks as tasks_lib
-    from mtl_ser.training import checks, evaluate
-
-    tasks = tasks_lib.make_tasks("emotion,arousal", "a,b", "mse")
-    split = types.SimpleNamespace(
-        labels={"emotion": np.array([0, 1, 0]), "arousal": np.array([1.0, 3.5, 0])},
-        masks={"emotion": np.array([1, 1, 0]), "arousal": np.array([1, 1, 0])},
-    )
-    predictions = {
-        "emotion": np.array([[0.8, 0.2], [0.4, 0.6], [0.5, 0.5]]),
-        "arousal": np.array([2.0, 3.0, 1.0]),  # In label units.
-    }
-    scalars, _ = evaluate.split_metrics("val", tasks, split, predictions)
-    assert scalars["val/loss/emotion"] == pytest.approx(-np.log([0.8, 0.6]).mean())
-    assert scalars["val/loss/arousal"] == pytest.approx((1.0 + 0.25) / 2)
-    # A loss cannot choose the best checkpoint, which has the highest value.
-    smoke_config.train.best_metric = "val/loss/emotion"
-    with pytest.raises(checks.ConfigError, match="higher is better"):
-        checks.validate_config(smoke_config)

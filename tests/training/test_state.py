@@ -1,7 +1,6 @@
-"""The train state on its own: born sharded, its shapes known without making
-it, moving averages (training/state.py, training/build.py)."""
+"""The train state on its own: born sharded, moving averages (training/state.py;
+its shapes as a restore target: tests/training/test_build.py)."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -12,21 +11,6 @@ from mtl_ser.training import state as state_lib
 
 def _tasks(c):
     return tasks_lib.make_tasks(c.tasks, c.emotion_classes, c.regression_loss)
-
-
-def test_the_restore_target_is_the_state_as_shapes_with_its_shardings(smoke_config):
-    c = smoke_config
-    c.train.ema_decay = 0.9  # The averages are part of the state too.
-    mesh = sharding.make_mesh()
-    steps = build.build_steps(c, _tasks(c), mesh)
-    evaluation = build.build_eval(c, _tasks(c), mesh)
-    abstract, made = evaluation.abstract_state, steps.state
-    assert jax.tree.structure(abstract) == jax.tree.structure(made)
-    for a, m in zip(jax.tree.leaves(abstract), jax.tree.leaves(made), strict=True):
-        assert isinstance(a, jax.ShapeDtypeStruct)  # Nothing allocated.
-        assert (a.shape, a.dtype) == (m.shape, m.dtype)
-        assert a.sharding == m.sharding == sharding.replicated(mesh)
-        assert len(m.sharding.device_set) == 4  # On every device.
 
 
 def test_a_new_state_starts_at_step_zero_with_no_faults(smoke_config):
