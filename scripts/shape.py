@@ -5,7 +5,8 @@
 Prints: modules over 400 lines, functions over 60 lines, launch.py and
 README.md lengths, import cycles, imports that run against the layering of
 ../shared/DESIGN.md, and how many package modules have a test file of their
-name (tests/<package path>/test_<module>.py). Exits 1 while a goal is missed.
+name (tests/<package path>/test_<module>.py; modules that define no function
+are not counted). Exits 1 while a goal is missed.
 """
 
 import ast
@@ -149,6 +150,10 @@ def measure(root=ROOT):
         if layer(b) in FORBIDDEN[layer(a)] or b == "launch"
     )
     package = [p for p in files if p.startswith("mtl_ser") and "__init__" not in p]
+    # A module without a function (exception classes, a plain record) has no
+    # behaviour of its own for a test to check.
+    no_code = sorted(p for p in package if not _has_function(trees[p][1]))
+    package = [p for p in package if p not in no_code]
     tested = [
         p
         for p in package
@@ -171,7 +176,15 @@ def measure(root=ROOT):
         "cycles": cycles(graph),
         "upward": upward,
         "tested": (len(tested), len(package)),
+        "no_code": no_code,
     }
+
+
+def _has_function(tree) -> bool:
+    return any(
+        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(tree)
+    )
 
 
 def main():
@@ -192,6 +205,8 @@ def main():
         print(f"  {a} -> {b}")
     done, total = m["tested"]
     print(f"package modules with a test file of their name: {done} of {total}")
+    if m["no_code"]:
+        print(f"  not counted, as they define no function: {', '.join(m['no_code'])}")
     met = not (
         m["long_modules"]
         or m["long_functions"]
