@@ -20,6 +20,7 @@ methods with the same inputs: they run the jitted step on the mesh.
 """
 
 import os
+import tempfile
 from typing import Sequence
 
 import jax
@@ -127,10 +128,16 @@ class Predictor:
           predicted, in the given order; (path, reason) of the others.
         """
         paths = [os.fspath(p) for p in paths]
+        with tempfile.TemporaryDirectory(prefix="mtl_ser-predict-") as spill:
+            return self._predict_files(paths, speakers, progress, spill)
+
+    def _predict_files(self, paths, speakers, progress, spill) -> tuple[list, list]:
+        """predict_files, with `spill` a folder for the first pass's log-mels."""
         groups = self._groups(paths, speakers)
         by_group, skipped = {}, []
-        if self.normalisation == "speaker":  # A first pass: the speakers' sums.
-            by_group, skipped = self._group_sums(paths, groups, progress)
+        two_passes = self.normalisation == "speaker"
+        if two_passes:  # A first pass: the speakers' sums.
+            by_group, skipped = self._group_sums(paths, groups, spill, progress)
         unusable = {path for path, _ in skipped}
         rows = []
         bar = self._bar(len(paths), progress and not by_group)
@@ -140,7 +147,10 @@ class Predictor:
                 path = paths[i]
                 if path in unusable:
                     continue
-                mel, reason = self._features(path)
+                if two_passes:  # Usable: the first pass spilled its log-mel.
+                    mel, reason = np.load(_spilled(spill, i)), None
+                else:
+                    mel, reason = self._features(path)
                 bar.update(1)
                 if mel is None:
                     skipped.append((path, reason))
@@ -177,17 +187,20 @@ class Predictor:
             for i, s in enumerate(speakers)
         ]
 
-    def _group_sums(self, paths, groups, progress) -> tuple[dict, list]:
+    def _group_sums(self, paths, groups, spill, progress) -> tuple[dict, list]:
         """Group -> (mean, std, files) over its usable files, and the files
-        that cannot be used, (path, reason); one pass over the files."""
+        that cannot be used, (path, reason); one pass over the files, which
+        leaves each usable file's log-mel in `spill` (_spilled), so the second
+        pass reads it instead of decoding the file again."""
         sums, skipped = {}, []
         bar = self._bar(len(paths), progress)
-        for path, group in zip(paths, groups, strict=True):
+        for i, (path, group) in enumerate(zip(paths, groups, strict=True)):
             mel, reason = self._features(path)
             bar.update(1)
             if mel is None:
                 skipped.append((path, reason))
                 continue
+            np.save(_spilled(spill, i), mel)
             count, total, total_sq = statistics.utterance_sums(
                 _InMemoryStore([mel]), [0]
             )
@@ -314,6 +327,11 @@ class _InMemoryStore:
         self.offsets = np.cumsum(self.lengths) - self.lengths
         self.frames = np.concatenate(mels).astype(np.float32, copy=False)
         self.floors = np.array([m.min() for m in mels], np.float32)
+
+
+def _spilled(spill: str, i: int) -> str:
+    """Where predict_files' first pass leaves file i's log-mel."""
+    return os.path.join(spill, f"{i}.npy")
 
 
 def _stacked(stats: Sequence[tuple]) -> tuple:

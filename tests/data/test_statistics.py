@@ -17,6 +17,7 @@ from mtl_ser import Predictor
 from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import (
     batches,
+    cache,
     corpora,
     inputs,
     pipeline,
@@ -233,7 +234,7 @@ def _probabilities(rows, task):
 
 
 def test_prediction_by_manifest_speaker_reproduces_the_evaluation(
-    speaker_run, tmp_path
+    speaker_run, tmp_path, monkeypatch
 ):
     config, workdir, _ = speaker_run
     predictor = Predictor(workdir, verbose=False)
@@ -248,8 +249,15 @@ def test_prediction_by_manifest_speaker_reproduces_the_evaluation(
     manifest.write_text("\n".join(lines) + "\n")
     listed, speakers, _ = prediction_io.collect([str(manifest)], "manifest")
     assert speakers == list(split.speakers)
+    decoded = []  # Each file's log-mel is computed once, in the first pass.
+    features = cache.utterance_features
+    monkeypatch.setattr(
+        cache,
+        "utterance_features",
+        lambda path, cfg: decoded.append(path) or features(path, cfg),
+    )
     rows, skipped = predictor.predict_files(listed, speakers=speakers)
-    assert skipped == []
+    assert skipped == [] and decoded == listed
     saved = evaluate.read_predictions(os.path.join(workdir, evaluate.PREDICTIONS))
     want = saved["test"]["emotion"]["pred"]
     np.testing.assert_allclose(_probabilities(rows, "emotion"), want, atol=1e-6)
