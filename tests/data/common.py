@@ -9,7 +9,7 @@ TASKS = tasks_lib.make_tasks(
 )
 
 
-def _window(mel, start, crop):
+def padded_window(mel, start, crop):
     """mel[start:start+crop], padded at the end with the utterance's minimum."""
     out = mel[start : start + crop]
     pad = np.full((crop - len(out), mel.shape[1]), mel.min(), mel.dtype)

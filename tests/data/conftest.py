@@ -7,7 +7,7 @@ import pytest
 from mtl_ser.data import run_data
 from mtl_ser.data.corpora import synthetic
 from tests.data.common import TASKS
-from tests.data.corpora.common import _wav
+from tests.data.corpora.common import RATE, write_wav
 
 
 @pytest.fixture
@@ -23,10 +23,10 @@ def tree(tmp_path):
     wav outside it.
     """
     root = tmp_path / "corpus"
-    _wav(str(root / "audio" / "s1" / "a.wav"), 0.2)
-    _wav(str(root / "audio" / "s1" / "b.wav"), 0.3)
-    _wav(str(root / "audio" / "s2" / "c.wav"), 0.25, channels=2)
-    outside = _wav(str(tmp_path / "elsewhere" / "d.wav"), 0.4)
+    write_wav(str(root / "audio" / "s1" / "a.wav"), RATE, seconds=0.2)
+    write_wav(str(root / "audio" / "s1" / "b.wav"), RATE, seconds=0.3)
+    write_wav(str(root / "audio" / "s2" / "c.wav"), RATE, seconds=0.25, channels=2)
+    outside = write_wav(str(tmp_path / "elsewhere" / "d.wav"), RATE, seconds=0.4)
     return str(root), outside
 
 

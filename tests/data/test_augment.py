@@ -10,15 +10,12 @@ import librosa
 import numpy as np
 import pytest
 
-from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import augment, cache, corpora, features, pipeline, run_data
 from mtl_ser.data.voice import synth
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checks, loop
+from tests.data.common import TASKS, padded_window
 
-TASKS = tasks_lib.make_tasks(
-    "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
-)
 SR = 16_000
 MEL = dict(sample_rate=SR, n_fft=512, n_mels=64, fmin=50.0, fmax=8_000.0)
 LOG_MEL = dict(MEL, hop_length=160, top_db=80.0)
@@ -100,13 +97,6 @@ def test_speed_copies_are_cached_apart_and_the_original_keeps_its_key(
     assert again.directory == copies[FACTORS[1]].directory  # A cache hit.
 
 
-def _window(mel, start, crop):
-    """mel[start:start+crop], padded at the end with the utterance's minimum."""
-    out = mel[start : start + crop]
-    pad = np.full((crop - len(out), mel.shape[1]), mel.min(), mel.dtype)
-    return np.concatenate([out, pad], 0)
-
-
 def _copy_of(window, split, i, crop):
     """The speed factors whose log-mel of utterance i holds the crop `window`."""
     candidates = {1.0: split.store.get(split.rows[i])}
@@ -115,7 +105,7 @@ def _copy_of(window, split, i, crop):
     found = set()
     for factor, mel in candidates.items():
         for start in range(max(len(mel) - crop, 0) + 1):
-            if np.array_equal(_window(mel, start, crop), window):
+            if np.array_equal(padded_window(mel, start, crop), window):
                 found.add(factor)
                 break
     return found

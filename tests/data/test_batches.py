@@ -3,7 +3,7 @@
 import numpy as np
 
 from mtl_ser.data import batches, pipeline
-from tests.data.common import TASKS, _window
+from tests.data.common import TASKS, padded_window
 
 
 def test_train_batches_are_shaped_deterministic_and_resumable(data):
@@ -51,7 +51,7 @@ def test_each_crop_is_its_utterance_at_the_drawn_start(data):
         for k, (i, s) in enumerate(zip(index, start, strict=True)):
             mel = split.store.get(split.rows[i])
             assert 0 <= s <= max(len(mel) - crop, 0)
-            np.testing.assert_array_equal(batch["db"][k], _window(mel, s, crop))
+            np.testing.assert_array_equal(batch["db"][k], padded_window(mel, s, crop))
             padded += len(mel) - s < crop
             assert batch["labels"]["emotion"][k] == split.labels["emotion"][i]
             assert batch["masks"]["gender"][k] == split.masks["gender"][i]

@@ -10,15 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import batches, inputs, pipeline, run_data
 from mtl_ser.errors import ConfigError
 from mtl_ser.training import checks, experiment
+from tests.data.common import TASKS
 from tests.steps import train_steps
-
-TASKS = tasks_lib.make_tasks(
-    "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
-)
 
 
 @pytest.mark.parametrize(

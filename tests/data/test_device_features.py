@@ -18,15 +18,12 @@ import jax
 import numpy as np
 import pytest
 
-from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import augment, batches, cache, features, inputs, pipeline, run_data
 from mtl_ser.training import build, loop
 from mtl_ser.training import step as step_lib
+from tests.data.common import TASKS
 from tests.steps import train_steps
 
-TASKS = tasks_lib.make_tasks(
-    "emotion,gender,arousal", "anger,happiness,neutral,sadness", "mse"
-)
 DB_TOLERANCE = 0.01  # The promise of features.log_mel_jnp, kept for crops.
 # Losses of the same steps on both paths. Measured here: equal in float32 over
 # 3 steps (Adam, and SGD too), as the freshly initialised smoke model barely

@@ -4,7 +4,7 @@ import numpy as np
 
 from mtl_ser.data import batches, pipeline
 from mtl_ser.training import experiment
-from tests.data.common import _window
+from tests.data.common import padded_window
 
 
 def test_read_threads_change_neither_the_batches_nor_the_state(data):
@@ -57,7 +57,7 @@ def test_eval_windows_cover_each_utterance_whole(data):
     x = np.concatenate([b["x"] for b in batches_])[utt >= 0]
     for k in (0, len(windows) // 2, len(windows) - 1):  # Normalised windows.
         i, start = windows[k]
-        want = _window(split.store.get(split.rows[i]), start, crop) - data.mean
+        want = padded_window(split.store.get(split.rows[i]), start, crop) - data.mean
         np.testing.assert_array_equal(x[k, ..., 0], want / data.std)
     assert np.all(np.concatenate([b["x"] for b in batches_])[utt < 0] == 0)
 
@@ -128,4 +128,4 @@ def test_config_inputs_fixed_reaches_training_and_evaluation(smoke_config, monke
     for utt, db in zip(train["utt"], train["db"], strict=True):
         mel = split.store.get(split.rows[utt])
         start = batches.centre_start(len(mel), crop)
-        np.testing.assert_array_equal(db, _window(mel, start, crop))
+        np.testing.assert_array_equal(db, padded_window(mel, start, crop))

@@ -10,7 +10,7 @@ from mtl_ser import tasks as tasks_lib
 from mtl_ser.data import summary
 from mtl_ser.data.corpora import manifest, synthetic
 from mtl_ser.data.corpora.base import Utterance
-from tests.data.corpora.common import _rows, _write_csv
+from tests.data.corpora.common import manifest_rows, write_csv
 
 
 def test_summary_of_the_synthetic_corpus(synthetic_root):
@@ -41,9 +41,9 @@ def test_summary_of_a_manifest_tree_counts_unreadable_files(tree):
     root, outside = tree
     with open(os.path.join(root, "audio", "s1", "broken.wav"), "wb") as f:
         f.write(b"not a wav file at all")
-    rows = _rows(outside)
+    rows = manifest_rows(outside)
     rows.append(dict(rows[0], path="audio/s1/broken.wav", split="train"))
-    _write_csv(os.path.join(root, "manifest.csv"), rows)
+    write_csv(os.path.join(root, "manifest.csv"), rows)
     utterances = manifest.load(root)
     seconds = summary.audio_durations(u.path for u in utterances)
     assert [seconds[u.path] for u in utterances] == pytest.approx(

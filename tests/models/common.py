@@ -27,17 +27,17 @@ TOTAL_COUNTS = {
 }
 
 
-def _init_shapes(model, shape):
+def init_shapes(model, shape):
     """Variable shapes of `model.init` on `shape`, without computing anything."""
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     init = functools.partial(model.init, train=False)
     return jax.eval_shape(init, {"params": jax.random.key(0)}, x)
 
 
-def _key(seed):
+def rng_key(seed):
     """A PRNG key whose sampler compiles much faster on CPU than threefry."""
     return jax.random.key(seed, impl="rbg")
 
 
-def _count(tree):
+def param_count(tree):
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))

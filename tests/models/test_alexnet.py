@@ -10,7 +10,7 @@ import pytest
 
 from mtl_ser import models
 from mtl_ser.models import layers
-from tests.models.common import HEADS, SMALL, _init_shapes, _key
+from tests.models.common import HEADS, SMALL, init_shapes, rng_key
 
 
 def _init(model, x):
@@ -20,12 +20,12 @@ def _init(model, x):
     per-op compilations are cached across tests, which beats compiling a
     whole jitted graph per test on a small CPU.
     """
-    return model.init({"params": _key(0)}, x, train=False)
+    return model.init({"params": rng_key(0)}, x, train=False)
 
 
 def test_width_scales_channels_and_hidden():
     model = models.make_model("alexnet", HEADS, width=0.5, hidden=100)
-    params = _init_shapes(model, (1, 128, 64, 1))["params"]["trunk"]
+    params = init_shapes(model, (1, 128, 64, 1))["params"]["trunk"]
     assert params["conv1"]["kernel"].shape == (11, 11, 1, 32)
     assert params["conv2"]["kernel"].shape == (5, 5, 32, 96)
     assert params["classifier"]["fc1"]["kernel"].shape == (6 * 6 * 128, 50)
@@ -35,20 +35,20 @@ def test_width_scales_channels_and_hidden():
 
 def test_alexnet_minimum_input_size():
     model = models.make_model("alexnet", HEADS, **SMALL)
-    _init_shapes(model, (1, 63, 63, 1))
+    init_shapes(model, (1, 63, 63, 1))
     with pytest.raises(ValueError, match="at least 63"):
-        _init_shapes(model, (1, 64, 62, 1))
+        init_shapes(model, (1, 64, 62, 1))
     with pytest.raises(ValueError, match="at least 63"):
-        _init_shapes(model, (2, 64, 40, 1))
+        init_shapes(model, (2, 64, 40, 1))
     with pytest.raises(ValueError, match="at least 32"):
-        _init_shapes(models.make_model("vgg11", HEADS, **SMALL), (1, 31, 64, 1))
+        init_shapes(models.make_model("vgg11", HEADS, **SMALL), (1, 31, 64, 1))
 
 
 @pytest.fixture(scope="module")
 def alexnet_bn():
     """A small AlexNet with BatchNorm, its variables and an input batch."""
     model = models.make_model("alexnet", HEADS, batch_norm=True, **SMALL)
-    x = jax.random.normal(_key(1), (2, 64, 64, 1))
+    x = jax.random.normal(rng_key(1), (2, 64, 64, 1))
     variables = _init(model, x)
     return model, variables, x
 
@@ -66,8 +66,8 @@ def test_dropout_only_in_train(alexnet_bn):
         )
         return embedding
 
-    first = train_embedding(variables, _key(2))
-    second = train_embedding(variables, _key(3))
+    first = train_embedding(variables, rng_key(2))
+    second = train_embedding(variables, rng_key(3))
     assert not np.allclose(first, second)
 
     evaluate = functools.partial(model.apply, train=False)
@@ -82,7 +82,7 @@ def test_batch_norm_updates_and_uses_stats(alexnet_bn):
         variables,
         x,
         train=True,
-        rngs={"dropout": _key(2)},
+        rngs={"dropout": rng_key(2)},
         mutable=["batch_stats", "intermediates"],
         capture_intermediates=lambda mdl, _: mdl.name == "conv1",
     )
@@ -107,7 +107,7 @@ def test_bfloat16_close_to_float32():
     kwargs = dict(batch_norm=True, **SMALL)
     model32 = models.make_model("alexnet", HEADS, **kwargs)
     model16 = models.make_model("alexnet", HEADS, dtype=jnp.bfloat16, **kwargs)
-    x = jax.random.normal(_key(1), (2, 64, 64, 1))
+    x = jax.random.normal(rng_key(1), (2, 64, 64, 1))
     variables = _init(model32, x)
     out32, emb32 = model32.apply(variables, x, train=False)
     out16, emb16 = model16.apply(variables, x, train=False)

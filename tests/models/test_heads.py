@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from mtl_ser import models
-from tests.models.common import HEADS, SMALL, _init_shapes, _key
+from tests.models.common import HEADS, SMALL, init_shapes, rng_key
 
 
 @pytest.mark.parametrize("name", ("alexnet", "vgg11"))
 def test_deltas_feed_the_trunk_as_extra_input_channels(name):
     model = models.make_model(name, HEADS, deltas=2, **SMALL)
-    x = jax.random.normal(_key(1), (2, 64, 64, 1))
-    variables = model.init({"params": _key(0)}, x, train=False)
+    x = jax.random.normal(rng_key(1), (2, 64, 64, 1))
+    variables = model.init({"params": rng_key(0)}, x, train=False)
     conv1 = variables["params"]["trunk"]["conv1"]["kernel"]
     assert conv1.shape[2] == 3
     # The delta channels' weights matter: zeroing them changes the outputs.
@@ -42,4 +42,4 @@ def test_deltas_feed_the_trunk_as_extra_input_channels(name):
 def test_bad_head_sizes(head_sizes, message):
     model = models.make_model("vgg11", head_sizes, **SMALL)
     with pytest.raises(ValueError, match=message):
-        _init_shapes(model, (1, 64, 64, 1))
+        init_shapes(model, (1, 64, 64, 1))

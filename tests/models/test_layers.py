@@ -8,7 +8,7 @@ import pytest
 from flax import linen as nn
 
 from mtl_ser.models import layers
-from tests.models.common import _key
+from tests.models.common import rng_key
 
 
 def _htk_deltas(c):
@@ -24,7 +24,7 @@ def _htk_deltas(c):
 
 
 def test_time_deltas_are_htk_regression_deltas_as_channels():
-    x = np.asarray(jax.random.normal(_key(0), (2, 9, 5, 1)))
+    x = np.asarray(jax.random.normal(rng_key(0), (2, 9, 5, 1)))
     got = np.asarray(layers.time_deltas(jnp.asarray(x), 2))
     assert got.shape == (2, 9, 5, 3)
     np.testing.assert_array_equal(got[..., :1], x)

@@ -15,9 +15,9 @@ from tests.models.common import (
     SMALL,
     TOTAL_COUNTS,
     VGG_CONVS,
-    _count,
-    _init_shapes,
-    _key,
+    init_shapes,
+    param_count,
+    rng_key,
 )
 
 TRUNK_NAMES = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19")
@@ -60,7 +60,7 @@ def _classifier_params(flat, classes=1000):
 
 def _conv_count(variables):
     trunk = variables["params"]["trunk"]
-    return sum(_count(v) for k, v in trunk.items() if k.startswith("conv"))
+    return sum(param_count(v) for k, v in trunk.items() if k.startswith("conv"))
 
 
 # torchvision's conv parameter counts (3 input channels), each also checked
@@ -91,9 +91,9 @@ def test_formula_matches_torchvision_counts(name):
 @pytest.mark.parametrize("name", TRUNK_NAMES)
 def test_param_counts_match_torchvision(name):
     model = models.make_model(name, (("imagenet", 1000),))
-    variables = _init_shapes(model, (1, 224, 224, 3))
+    variables = init_shapes(model, (1, 224, 224, 3))
     assert _conv_count(variables) == CONV_COUNTS[name]
-    assert _count(variables["params"]) == TOTAL_COUNTS[name]
+    assert param_count(variables["params"]) == TOTAL_COUNTS[name]
 
 
 @pytest.mark.parametrize("name", TRUNK_NAMES)
@@ -102,11 +102,11 @@ def test_param_counts_one_channel(name):
     # channel has 2 * k * k * 64 fewer parameters than three.
     kernel = 11 if name == "alexnet" else 3
     model = models.make_model(name, (("imagenet", 1000),))
-    variables = _init_shapes(model, (1, 224, 224, 1))
+    variables = init_shapes(model, (1, 224, 224, 1))
     conv, total = _formula_counts(name, 1)
     assert conv == CONV_COUNTS[name] - 2 * kernel * kernel * 64
     assert _conv_count(variables) == conv
-    assert _count(variables["params"]) == total
+    assert param_count(variables["params"]) == total
 
 
 # (name, input shape) for spectrogram-sized inputs. [2, 64, 64, 1] leaves a 1x1
@@ -123,7 +123,7 @@ SHAPE_CASES = [
 @pytest.mark.parametrize("name,shape", SHAPE_CASES)
 def test_output_shapes(name, shape, batch_norm):
     model = models.make_model(name, HEADS, batch_norm=batch_norm, **SMALL)
-    variables = _init_shapes(model, shape)
+    variables = init_shapes(model, shape)
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     apply = functools.partial(model.apply, train=False)
     outputs, embedding = jax.eval_shape(apply, variables, x)
@@ -140,16 +140,18 @@ def test_tiny_input_forward_is_finite(name):
     # The feature map is smaller than the adaptive pool output, so the pool
     # repeats bins; the result must still be well defined.
     model = models.make_model(name, HEADS, batch_norm=True, **SMALL)
-    x = jax.random.normal(_key(1), (2, 64, 64, 1))
-    outputs, embedding = model.init_with_output({"params": _key(0)}, x, train=False)[0]
+    x = jax.random.normal(rng_key(1), (2, 64, 64, 1))
+    outputs, embedding = model.init_with_output({"params": rng_key(0)}, x, train=False)[
+        0
+    ]
     chex.assert_tree_all_finite((outputs, embedding))
 
 
 @pytest.mark.parametrize("name", ("alexnet", "vgg11"))
 def test_pool_size_one_one_feeds_fc1_the_mean_of_the_last_conv(name):
     model = models.make_model(name, HEADS, pool_size=(1, 1), **SMALL)
-    x = jax.random.normal(_key(1), (2, 96, 64, 1))
-    variables = model.init({"params": _key(0)}, x, train=False)
+    x = jax.random.normal(rng_key(1), (2, 96, 64, 1))
+    variables = model.init({"params": rng_key(0)}, x, train=False)
     (_, embedding), state = model.apply(
         variables, x, train=False, mutable=["intermediates"]
     )
@@ -164,7 +166,7 @@ def test_pool_size_one_one_feeds_fc1_the_mean_of_the_last_conv(name):
     expected = jax.nn.relu(hidden @ fc2["kernel"] + fc2["bias"])
     np.testing.assert_allclose(embedding, expected, rtol=1e-5, atol=1e-6)
     # Unlike the torchvision grid, a longer input needs no other fc1.
-    longer = jax.random.normal(_key(2), (2, 160, 64, 1))
+    longer = jax.random.normal(rng_key(2), (2, 160, 64, 1))
     assert model.apply(variables, longer, train=False)[1].shape == embedding.shape
 
 

@@ -10,19 +10,19 @@ from tests.models.common import (
     SMALL,
     TOTAL_COUNTS,
     VGG_CONVS,
-    _count,
-    _init_shapes,
-    _key,
+    init_shapes,
+    param_count,
+    rng_key,
 )
 
 
 def test_param_counts_with_batch_norm():
     # BatchNorm adds a scale and a bias per conv channel (stats are not params).
     model = models.make_model("vgg11", (("imagenet", 1000),), batch_norm=True)
-    variables = _init_shapes(model, (1, 224, 224, 3))
+    variables = init_shapes(model, (1, 224, 224, 3))
     channels = sum(VGG_CONVS[11])
-    assert _count(variables["params"]) == TOTAL_COUNTS["vgg11"] + 2 * channels
-    assert _count(variables["batch_stats"]) == 2 * channels
+    assert param_count(variables["params"]) == TOTAL_COUNTS["vgg11"] + 2 * channels
+    assert param_count(variables["batch_stats"]) == 2 * channels
 
 
 def test_pool_size_time_by_mel_sets_fc1_inputs():
@@ -31,11 +31,11 @@ def test_pool_size_time_by_mel_sets_fc1_inputs():
     x = jnp.zeros((1, 64, 64, 1))
     channels = layers.scaled(512, SMALL["width"])
     for model, bins in ((default, 7 * 7), (by_mel, 2)):
-        params = model.init({"params": _key(0)}, x, train=False)["params"]
+        params = model.init({"params": rng_key(0)}, x, train=False)["params"]
         fc1 = params["trunk"]["classifier"]["fc1"]["kernel"]
         assert fc1.shape[0] == bins * channels
 
 
 def test_unknown_vgg_depth():
     with pytest.raises(ValueError, match="depth=12"):
-        _init_shapes(models.MultiTaskModel(models.VGG(depth=12), HEADS), (1, 64, 64, 1))
+        init_shapes(models.MultiTaskModel(models.VGG(depth=12), HEADS), (1, 64, 64, 1))

@@ -35,18 +35,7 @@ def check_folds(utterances):
             assert speakers - set(f.val_speakers) - set(f.test_speakers)
 
 
-def _wav(path, seconds=0.2, rate=RATE, channels=1):
-    """Writes a sine of `seconds` as 16-bit PCM at `path`; returns the path."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    t = np.arange(int(round(seconds * rate))) / rate
-    audio = 0.1 * np.sin(2 * np.pi * 220.0 * t)
-    if channels > 1:
-        audio = np.stack([audio] * channels, axis=1)
-    sf.write(path, audio, rate, subtype="PCM_16")
-    return path
-
-
-def _write_csv(path, rows, columns=None):
+def write_csv(path, rows, columns=None):
     columns = columns or list(rows[0])
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
@@ -55,7 +44,7 @@ def _write_csv(path, rows, columns=None):
     return path
 
 
-def _rows(outside):
+def manifest_rows(outside):
     """The four utterances of `tree`, as CSV text fields."""
     return [
         dict(

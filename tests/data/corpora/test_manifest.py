@@ -9,7 +9,7 @@ import pytest
 from mtl_ser.data.corpora import manifest, synthetic
 from mtl_ser.data.corpora.base import CorpusError, Utterance
 from mtl_ser.data.splits import cv_folds
-from tests.data.corpora.common import _rows, _wav, _write_csv
+from tests.data.corpora.common import RATE, manifest_rows, write_csv, write_wav
 
 
 def _write_jsonl(path, records):
@@ -72,7 +72,7 @@ def _expected(root, outside):
 
 def test_csv_tree_relative_and_absolute_paths(tree):
     root, outside = tree
-    _write_csv(os.path.join(root, "manifest.csv"), _rows(outside))
+    write_csv(os.path.join(root, "manifest.csv"), manifest_rows(outside))
     assert manifest.load(root) == _expected(root, outside)
     # The file itself, also by a relative path from elsewhere.
     relative = os.path.relpath(os.path.join(root, "manifest.csv"))
@@ -82,7 +82,7 @@ def test_csv_tree_relative_and_absolute_paths(tree):
 def test_jsonl_tree_with_json_types(tree):
     root, outside = tree
     records = []
-    for row in _rows(outside):
+    for row in manifest_rows(outside):
         record = {k: v for k, v in row.items() if v != ""}  # Absent keys.
         for name in ("arousal", "valence", "dominance"):
             if name in record:
@@ -102,7 +102,7 @@ def test_uid_and_id_columns(tree):
         dict(uid="", id="i2", path="audio/s1/b.wav", emotion="anger", speaker="s1"),
         dict(uid="", id="", path="audio/s2/c.wav", emotion="anger", speaker="s2"),
     ]
-    path = _write_csv(os.path.join(root, "m.csv"), rows)
+    path = write_csv(os.path.join(root, "m.csv"), rows)
     assert [u.uid for u in manifest.load(path)] == ["u1", "i2", "audio/s2/c"]
     # No gender column: unknown gender, no gender label.
     assert all(u.gender == "" and "gender" not in u.labels for u in manifest.load(path))
@@ -289,7 +289,7 @@ def sessions_tree(tmp_path):
         for speaker, gender in (("F", "f"), ("M", "m")):
             for i in range(2):
                 relative = f"Ses{session}/{speaker}_{i}.wav"
-                _wav(str(tmp_path / relative), 0.1 + 0.05 * i)
+                write_wav(str(tmp_path / relative), RATE, seconds=0.1 + 0.05 * i)
                 rows.append(
                     dict(
                         path=relative,
@@ -299,7 +299,7 @@ def sessions_tree(tmp_path):
                         session=f"Ses{session}",
                     )
                 )
-    _write_csv(str(tmp_path / "manifest.csv"), rows)
+    write_csv(str(tmp_path / "manifest.csv"), rows)
     return str(tmp_path)
 
 
