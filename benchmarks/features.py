@@ -34,7 +34,7 @@ from absl import app, flags
 
 from benchmarks import common
 from mtl_ser.data import features
-from mtl_ser.data.corpora import synthetic
+from mtl_ser.data.voice import synth
 
 FLAGS = flags.FLAGS
 
@@ -75,7 +75,7 @@ def make_clips(num_clips: int, num_samples: int, sample_rate: int) -> np.ndarray
     """Synthetic utterances, each repeated cyclically to `num_samples`: [B, N]."""
     clips = []
     for i in range(num_clips):
-        wave, _ = synthetic.synthesize(0, i % 10, i, sample_rate)
+        wave, _ = synth.synthesize(0, i % 10, i, sample_rate)
         clips.append(np.resize(np.asarray(wave, np.float32), num_samples))
     return np.stack(clips)
 
