@@ -1,6 +1,7 @@
 """Test setup: 4 fake CPU devices, parsed absl flags, a tiny shared corpus."""
 
 import os
+import signal
 
 import jax
 import pytest
@@ -59,3 +60,12 @@ def smoke_config(corpus_root):
     config.corpus.root = corpus_root
     config.features.cache_dir = os.path.join(corpus_root, "cache")
     return config
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler during the test, whatever an earlier test or
+    library left in this worker (a second SIGINT goes to it); restored after."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -172,16 +172,12 @@ def test_sigterm_saves_at_the_next_step_and_resumes_bitwise_equal(
     chex.assert_trees_all_equal(_final_params(workdir), reference)
 
 
-def test_sigint_is_recorded_once_and_a_second_one_interrupts():
+def test_sigint_is_recorded_once_and_a_second_one_interrupts(default_sigint):
     # The SIGTERM test above shows the loop's side; this one is SIGINT's.
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with preemption.StopRequests() as stops:
-            assert stops.requested(1) is None
+    with preemption.StopRequests() as stops:
+        assert stops.requested(1) is None
+        signal.raise_signal(signal.SIGINT)
+        assert stops.requested(1) == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
-            assert stops.requested(1) == "SIGINT"
-            with pytest.raises(KeyboardInterrupt):
-                signal.raise_signal(signal.SIGINT)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -7,24 +7,18 @@ import pytest
 from mtl_ser.training import preemption
 
 
-def test_the_first_signal_is_recorded_and_the_second_interrupts(capsys):
-    # Python's own SIGINT handler underneath, whatever an earlier test or
-    # library in this worker installed (the second signal goes to it).
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with preemption.StopRequests() as stops:
-            assert stops.requested(1) is None
+def test_the_first_signal_is_recorded_and_the_second_interrupts(capsys, default_sigint):
+    with preemption.StopRequests() as stops:
+        assert stops.requested(1) is None
+        signal.raise_signal(signal.SIGINT)
+        assert stops.requested(2) == "SIGINT"
+        assert "SIGINT received: saving at the next step boundary" in (
+            capsys.readouterr().out
+        )
+        with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
-            assert stops.requested(2) == "SIGINT"
-            assert "SIGINT received: saving at the next step boundary" in (
-                capsys.readouterr().out
-            )
-            with pytest.raises(KeyboardInterrupt):
-                signal.raise_signal(signal.SIGINT)
-        # Handlers restored.
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
+    # Handlers restored.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigterm_is_recorded_and_the_handler_given_back():
